@@ -1,0 +1,57 @@
+"""The project's errors, one small tree.
+
+::
+
+    CeleryLambdaError
+    ├── ConfigurationError      settings or template that cannot work (bad env value, missing queue)
+    ├── MessageDecodeError      an SQS record that is not a Celery task message we may run
+    ├── UnknownTaskError        a well-formed message naming a task the app does not register
+    └── StoreError              the result/claim store could not be reached or refused a write
+
+AWS ``ClientError``s are translated at the boundary with ``raise ... from exc`` so callers never
+need botocore to tell these apart.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CeleryLambdaError",
+    "ConfigurationError",
+    "MessageDecodeError",
+    "StoreError",
+    "UnknownTaskError",
+]
+
+
+class CeleryLambdaError(Exception):
+    """Base of every error raised by this project."""
+
+
+class ConfigurationError(CeleryLambdaError):
+    """The environment, app configuration or template cannot work as given."""
+
+
+class MessageDecodeError(CeleryLambdaError):
+    """An SQS record could not be decoded into a task message we are allowed to run.
+
+    Carries the SQS message id, what was wrong, and the raw body for the log / DLQ inspection.
+    """
+
+    def __init__(self, message_id: str, reason: str, raw: object = None) -> None:
+        super().__init__(f"message {message_id}: {reason}")
+        self.message_id = message_id
+        self.reason = reason
+        self.raw = raw
+
+
+class UnknownTaskError(CeleryLambdaError):
+    """The message names a task that is not registered in the served Celery app."""
+
+    def __init__(self, message_id: str, task_name: str) -> None:
+        super().__init__(f"message {message_id}: task {task_name!r} is not registered in the app")
+        self.message_id = message_id
+        self.task_name = task_name
+
+
+class StoreError(CeleryLambdaError):
+    """The result, claim or revocation store failed; the record must go back to SQS."""
