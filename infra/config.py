@@ -1,0 +1,33 @@
+"""Celery settings derived from :class:`infra.settings.Settings`, shared by every app we serve.
+
+``tasks/celeryconfig.py`` uses these; so does the local tooling when it re-points an app at a
+freshly deployed emulator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.settings import Settings
+
+__all__ = ["QUEUE_VISIBILITY_TIMEOUT", "transport_options"]
+
+QUEUE_VISIBILITY_TIMEOUT = 720
+"""The template's queue VisibilityTimeout: 6 x the function timeout of 120 s."""
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu SQS transport options: long polling, no idle sleep, predefined queues when known."""
+    options: dict[str, Any] = {
+        "region": settings.region,
+        # Long polling; kombu otherwise also sleeps `polling_interval` (1 s) after an empty poll.
+        "wait_time_seconds": 20,
+        "polling_interval": 0,
+        "visibility_timeout": QUEUE_VISIBILITY_TIMEOUT,
+    }
+    if settings.queue_urls:
+        # Never ListQueues/GetQueueUrl/CreateQueue: the template made the queues.
+        options["predefined_queues"] = {
+            name: {"url": url} for name, url in settings.queue_urls.items()
+        }
+    return options

@@ -1,0 +1,127 @@
+"""``celery -A <app> lambda ...``: the local cloud and the operator's commands.
+
+Installed as a Celery CLI plugin (entry point group ``celery.commands``), so it runs with the app
+that ``-A`` names, like every other ``celery`` subcommand.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from infra import aws
+from infra.config import transport_options
+from infra.errors import CeleryLambdaError, ConfigurationError
+from infra.local.deploy import DEFAULT_STACK, Deployment, deploy
+from infra.local.emulator import LOCAL_CREDENTIALS, Emulator
+from infra.settings import Settings
+
+__all__ = ["lambda_"]
+
+ENV_FILE = Path(".celery-lambda") / "env.sh"
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    """One clear line on stderr and a non-zero exit."""
+    raise click.ClickException(message)
+
+
+def point_app_at(app: Any, deployment: Deployment) -> None:
+    """Make this process (env, AWS clients, the Celery app) use the deployment's resources."""
+    os.environ.update(deployment.environment)
+    aws.clear_clients()
+    app.conf.broker_transport_options = transport_options(Settings.from_env())
+    app.conf.broker_url = deployment.environment.get("CELERY_BROKER_URL", app.conf.broker_url)
+
+
+def write_env_file(deployment: Deployment, path: Path = ENV_FILE) -> Path:
+    """Write the exports to a file a shell can ``source``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(deployment.exports() + "\n")
+    return path
+
+
+@contextmanager
+def local_cloud(port: int | None = None, stack_name: str = DEFAULT_STACK) -> Iterator[Deployment]:
+    """Start the embedded emulator, deploy the template into it, stop it on exit."""
+    for name, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    with Emulator(port=port) as emulator:
+        os.environ["AWS_ENDPOINT_URL"] = emulator.endpoint_url
+        aws.clear_clients()
+        yield deployment_with_credentials(deploy(stack_name=stack_name))
+
+
+def deployment_with_credentials(deployment: Deployment) -> Deployment:
+    """The deployment whose exports also carry the emulator's dummy credentials."""
+    env = {**LOCAL_CREDENTIALS, **dict(deployment.environment)}
+    return Deployment(
+        stack_name=deployment.stack_name,
+        region=deployment.region,
+        endpoint_url=deployment.endpoint_url,
+        resources=deployment.resources,
+        environment=env,
+        outputs=deployment.outputs,
+        event_sources=deployment.event_sources,
+    )
+
+
+@click.group(name="lambda")
+@click.pass_context
+def lambda_(ctx: click.Context) -> None:
+    """Run this Celery app on AWS Lambda: local cloud, consumer, operations."""
+
+
+@lambda_.command("deploy-local")
+@click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
+def deploy_local(stack_name: str) -> None:
+    """Create the template's queues, tables and bucket on AWS_ENDPOINT_URL; print the exports."""
+    settings = Settings.from_env()
+    if not settings.endpoint_url:
+        _fail(
+            "AWS_ENDPOINT_URL is not set: deploy-local only deploys to a local emulator "
+            "(start one with `celery -A tasks lambda up`); deploy to AWS with `sam deploy`"
+        )
+    try:
+        deployment = deploy(settings, stack_name=stack_name)
+    except CeleryLambdaError as exc:
+        _fail(str(exc))
+    click.echo(deployment.exports())
+
+
+@lambda_.command()
+@click.option("--port", type=int, default=None, help="Port for the emulator (default: a free one).")
+@click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
+@click.pass_context
+def up(ctx: click.Context, port: int | None, stack_name: str) -> None:
+    """Start the embedded emulator, deploy the template into it and keep it running."""
+    try:
+        with local_cloud(port, stack_name) as deployment:
+            env_file = write_env_file(deployment)
+            click.echo(deployment.exports())
+            console.print(
+                f"[green]emulator up[/] at {deployment.endpoint_url}; in another shell run\n"
+                f"  [bold]source {env_file}[/]\n"
+                "then `celery -A tasks worker --loglevel=info` or publish tasks. Ctrl-C stops it."
+            )
+            _wait_for_interrupt()
+    except ConfigurationError as exc:
+        _fail(str(exc))
+
+
+def _wait_for_interrupt() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with suppress(KeyboardInterrupt):
+        stop.wait()
+    sys.stdout.flush()

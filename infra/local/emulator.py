@@ -1,0 +1,111 @@
+"""The embedded AWS emulator: moto in server mode on 127.0.0.1, as a child process.
+
+A real HTTP endpoint, so kombu, boto3 and Celery's backends reach it over the network exactly as
+they reach AWS. A separate process (not moto's in-process thread) keeps the emulator's work off the
+caller's GIL: on two cores the consumer and the emulator then really run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from types import TracebackType
+
+from infra.errors import ConfigurationError
+
+__all__ = ["Emulator", "LOCAL_CREDENTIALS", "free_port"]
+
+LOCAL_CREDENTIALS = {
+    # moto accepts any credentials; boto3 refuses to sign without some.
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+
+_MOTO_ENV = {
+    # PurgeQueue is limited to once a minute on AWS; tests purge more often than that.
+    "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false",
+}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class Emulator:
+    """moto server on ``host:port``; a context manager that starts it and stops it."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The URL every AWS client points at (``AWS_ENDPOINT_URL``)."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Emulator:
+        """Start moto and return once it answers HTTP.
+
+        Raises:
+            ConfigurationError: the port is taken or moto did not come up in time.
+        """
+        if self._answers():
+            raise ConfigurationError(f"something already listens on {self.endpoint_url}")
+        cmd = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        self._process = subprocess.Popen(
+            cmd,
+            env={**os.environ, **_MOTO_ENV},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise ConfigurationError(f"moto server did not start on {self.endpoint_url}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (terminate, then kill after five seconds)."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def reset(self) -> None:
+        """Drop every resource in the emulator (moto's reset API)."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def _answers(self) -> bool:
+        try:
+            urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
+        except (urllib.error.URLError, OSError):
+            return False
+        return True
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

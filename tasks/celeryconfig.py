@@ -1,0 +1,49 @@
+"""Celery configuration for ``tasks.app``, loaded with ``app.config_from_object``.
+
+Values come from the environment (see the configuration table in the README) through
+:class:`infra.settings.Settings`. Check it the way the brief recommends::
+
+    python -m tasks.celeryconfig
+"""
+
+from __future__ import annotations
+
+from kombu.entity import Queue
+
+from infra.config import transport_options
+from infra.settings import Settings
+
+_settings = Settings.from_env()
+
+# Broker: Celery's SQS transport. With CELERY_QUEUE_URLS set (the template and `lambda deploy-local`
+# set it) kombu uses `predefined_queues` and never lists or creates queues.
+broker_url = _settings.broker_url
+broker_connection_retry_on_startup = True
+broker_transport_options = transport_options(_settings)
+
+# Results: Celery's DynamoDB item format in the template's table, no runtime provisioning.
+result_backend = "infra.results:DynamoDBBackend"
+result_expires = 24 * 60 * 60
+
+# JSON only: pickle is never accepted from the queue.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+# A worker that dies mid-task leaves the message to come back, instead of losing it.
+task_acks_late = True
+task_reject_on_worker_lost = True
+
+# Every queue routed to here exists in template.yaml with its DLQ and a Lambda event source.
+task_default_queue = "celery"
+task_queues = (Queue("celery"), Queue("high-priority"), Queue("low-priority"))
+task_routes = {"tasks.upload_files": {"queue": "low-priority"}}
+task_annotations = {"create_new_user": {"rate_limit": "10/s"}}
+
+if __name__ == "__main__":
+    print(f"broker_url = {broker_url!r}")
+    print(f"result_backend = {result_backend!r} (table {_settings.results_table!r})")
+    print(f"queues = {[q.name for q in task_queues]}, routes = {task_routes}")
+    print("configuration OK")
