@@ -42,6 +42,15 @@ def point_app_at(app: Any, deployment: Deployment) -> None:
     aws.clear_clients()
     app.conf.broker_transport_options = transport_options(Settings.from_env())
     app.conf.broker_url = deployment.environment.get("CELERY_BROKER_URL", app.conf.broker_url)
+    # The backend reads its table from the environment when created, and connections carry the
+    # old transport options; Celery caches both per app and has no public reset, so drop them the
+    # way its own after-fork hook does.
+    app._backend_cache = None
+    vars(app._local).pop("backend", None)
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
 
 
 def write_env_file(deployment: Deployment, path: Path = ENV_FILE) -> Path:

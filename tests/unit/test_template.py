@@ -1,0 +1,535 @@
+"""template.yaml: lint-clean, translated offline, and keeping the rules the runtime relies on.
+
+The rules are checked on the translated template (what CloudFormation deploys). Each rule is a
+function returning its violations, run once on the real template (expecting none) and once on a
+template broken on purpose (expecting the violation), so no rule passes by checking nothing.
+
+SAM attaches managed policies of its own to the function role, by ARN, that the template never
+names: AWSLambdaBasicExecutionRole (CloudWatch Logs), AWSXrayWriteOnlyAccess (``Tracing:
+Active``) and AWSLambdaSQSQueueExecutionRole (for the SQS events: sqs:ReceiveMessage,
+sqs:DeleteMessage, sqs:GetQueueAttributes on ``*``, the only way SAM grants the event source
+mapping its polling). They are allowed by name; any other managed policy fails the IAM rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.errors import ConfigurationError
+from infra.limits import VISIBILITY_TIMEOUT_FACTOR
+from infra.local.template import (
+    DUMMY_CODE_URI,
+    TEMPLATE_PATH,
+    lint,
+    load_template,
+    translate,
+)
+
+Template = dict[str, Any]
+
+FUNCTION = "WorkerFunction"
+MAIN_QUEUES = {
+    "CeleryQueue": ("celery", "CeleryDeadLetterQueue", "celery-dlq"),
+    "LowPriorityQueue": ("low-priority", "LowPriorityDeadLetterQueue", "low-priority-dlq"),
+    "HighPriorityQueue": ("high-priority", "HighPriorityDeadLetterQueue", "high-priority-dlq"),
+}
+ENVIRONMENT = {
+    "CELERY_APP": "tasks:app",
+    "CELERY_BROKER_URL": "sqs://",
+    "CELERY_QUEUE_URLS": None,  # checked on its own below
+    "RESULTS_TABLE": {"Ref": "ResultsTable"},
+    "RESULTS_BUCKET": {"Ref": "ResultsBucket"},
+    "USERS_TABLE": {"Ref": "UsersTable"},
+    "POWERTOOLS_SERVICE_NAME": "celery-lambda",
+    "POWERTOOLS_METRICS_NAMESPACE": "CeleryLambda",
+}
+OUTPUTS = {
+    "CeleryQueueUrl",
+    "CeleryDeadLetterQueueUrl",
+    "LowPriorityQueueUrl",
+    "LowPriorityDeadLetterQueueUrl",
+    "HighPriorityQueueUrl",
+    "HighPriorityDeadLetterQueueUrl",
+    "CeleryQueueUrls",
+    "ResultsTableName",
+    "UsersTableName",
+    "ResultsBucketName",
+    "WorkerFunctionName",
+}
+SAM_MANAGED_POLICIES = {
+    "service-role/AWSLambdaBasicExecutionRole",
+    "AWSXrayWriteOnlyAccess",
+    "service-role/AWSLambdaSQSQueueExecutionRole",
+}
+# Runtime code never provisions or discovers infrastructure (queue URLs come from the env).
+FORBIDDEN_ACTIONS = (
+    "sqs:ListQueues",
+    "sqs:CreateQueue",
+    "sqs:GetQueueUrl",
+    "dynamodb:CreateTable",
+    "dynamodb:UpdateTimeToLive",
+    "dynamodb:Scan",
+)
+SQS_DEFAULT_VISIBILITY = 30
+SQS_DEFAULT_RETENTION = 345_600
+LAMBDA_DEFAULT_TIMEOUT = 3
+
+
+@pytest.fixture(scope="module")
+def sam() -> Template:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def translated(sam: Template) -> Template:
+    return translate(sam)
+
+
+@pytest.fixture
+def cfn(translated: Template) -> Template:
+    """A copy of the translated template that a test may break."""
+    return copy.deepcopy(translated)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def of_type(template: Template, resource_type: str) -> dict[str, Template]:
+    return {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == resource_type
+    }
+
+
+def props(template: Template, logical_id: str) -> Template:
+    properties: Template = template["Resources"][logical_id].setdefault("Properties", {})
+    return properties
+
+
+def getatt_target(value: Any, attribute: str = "Arn") -> str | None:
+    """The logical id behind ``{"Fn::GetAtt": [id, attribute]}``, else None."""
+    if isinstance(value, dict) and list(value) == ["Fn::GetAtt"]:
+        target, attr = value["Fn::GetAtt"]
+        return target if attr == attribute else None
+    return None
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def esms(template: Template) -> dict[str, Template]:
+    return of_type(template, "AWS::Lambda::EventSourceMapping")
+
+
+# ------------------------------------------------------------------ rules
+
+
+def visibility_problems(template: Template) -> list[str]:
+    """Queues consumed by a function must hide a message for 6 x the function timeout."""
+    problems = []
+    for name, esm in esms(template).items():
+        queue = getatt_target(esm["Properties"]["EventSourceArn"])
+        function = esm["Properties"]["FunctionName"].get("Ref")
+        if queue not in template["Resources"] or function not in template["Resources"]:
+            problems.append(f"{name}: cannot resolve its queue or function")
+            continue
+        timeout = props(template, function).get("Timeout", LAMBDA_DEFAULT_TIMEOUT)
+        visibility = props(template, queue).get("VisibilityTimeout", SQS_DEFAULT_VISIBILITY)
+        if visibility < VISIBILITY_TIMEOUT_FACTOR * timeout:
+            problems.append(f"{queue}: VisibilityTimeout {visibility} < 6 x {timeout}")
+    return problems
+
+
+def redrive_problems(template: Template) -> list[str]:
+    """Every queue that is no DLQ redrives to a DLQ after 5 receives; the DLQ keeps longer."""
+    queues = of_type(template, "AWS::SQS::Queue")
+    policies = {name: q["Properties"].get("RedrivePolicy") for name, q in queues.items()}
+    dlqs = {getatt_target(p["deadLetterTargetArn"]) for p in policies.values() if p}
+    problems = []
+    for name, policy in policies.items():
+        if name in dlqs:
+            continue
+        if not policy:
+            problems.append(f"{name}: no RedrivePolicy")
+            continue
+        dlq = getatt_target(policy["deadLetterTargetArn"])
+        if dlq not in queues:
+            problems.append(f"{name}: dead-letter target {dlq} is not a queue of the template")
+            continue
+        if policy.get("maxReceiveCount") != 5:
+            problems.append(f"{name}: maxReceiveCount {policy.get('maxReceiveCount')} != 5")
+        kept = props(template, name).get("MessageRetentionPeriod", SQS_DEFAULT_RETENTION)
+        dlq_kept = props(template, dlq).get("MessageRetentionPeriod", SQS_DEFAULT_RETENTION)
+        if dlq_kept <= kept:
+            problems.append(f"{name}: DLQ {dlq} keeps {dlq_kept}s, not more than {kept}s")
+    return problems
+
+
+def event_source_problems(template: Template) -> list[str]:
+    """Every event source mapping reads one of the template's own queues."""
+    queues = of_type(template, "AWS::SQS::Queue")
+    return [
+        f"{name}: source {esm['Properties'].get('EventSourceArn')} is not a template queue"
+        for name, esm in esms(template).items()
+        if getatt_target(esm["Properties"].get("EventSourceArn")) not in queues
+    ]
+
+
+def _statement_problems(where: str, statement: Template) -> list[str]:
+    if statement.get("Effect") != "Allow":
+        return []
+    if "NotAction" in statement or "NotResource" in statement:
+        return [f"{where}: Allow with NotAction/NotResource"]
+    problems = [
+        f"{where}: {pattern} grants {action}"
+        for pattern in as_list(statement.get("Action", []))
+        for action in FORBIDDEN_ACTIONS
+        if fnmatchcase(action.lower(), str(pattern).lower())
+    ]
+    if "*" in as_list(statement.get("Resource")):
+        problems.append(f"{where}: Resource '*'")
+    return problems
+
+
+def iam_problems(template: Template) -> list[str]:
+    """No inline statement grants provisioning/discovery or ``*``; no foreign managed policy."""
+    problems = []
+    for name, role in of_type(template, "AWS::IAM::Role").items():
+        for arn in role["Properties"].get("ManagedPolicyArns", []):
+            match = re.fullmatch(r"arn:[\w-]+:iam::aws:policy/(.+)", str(arn))
+            if not match or match.group(1) not in SAM_MANAGED_POLICIES:
+                problems.append(f"{name}: managed policy {arn} is not one SAM attaches")
+        for policy in role["Properties"].get("Policies", []):
+            for statement in as_list(policy["PolicyDocument"]["Statement"]):
+                problems += _statement_problems(f"{name}/{policy['PolicyName']}", statement)
+    for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for name, policy in of_type(template, kind).items():
+            for statement in as_list(policy["Properties"]["PolicyDocument"]["Statement"]):
+                problems += _statement_problems(name, statement)
+    return problems
+
+
+def results_table_problems(template: Template) -> list[str]:
+    """The results table has exactly the key Celery's DynamoDB backend reads, and a TTL."""
+    table = props(template, "ResultsTable")
+    problems = []
+    if table.get("KeySchema") != [{"AttributeName": "id", "KeyType": "HASH"}]:
+        problems.append(f"KeySchema {table.get('KeySchema')}")
+    if table.get("AttributeDefinitions") != [{"AttributeName": "id", "AttributeType": "S"}]:
+        problems.append(f"AttributeDefinitions {table.get('AttributeDefinitions')}")
+    if table.get("TimeToLiveSpecification") != {"AttributeName": "ttl", "Enabled": True}:
+        problems.append(f"TimeToLiveSpecification {table.get('TimeToLiveSpecification')}")
+    return problems
+
+
+def bucket_problems(template: Template) -> list[str]:
+    """Every bucket blocks all public access and encrypts at rest."""
+    problems = []
+    for name, bucket in of_type(template, "AWS::S3::Bucket").items():
+        block = bucket["Properties"].get("PublicAccessBlockConfiguration", {})
+        flags = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls")
+        if not all(block.get(flag) is True for flag in (*flags, "RestrictPublicBuckets")):
+            problems.append(f"{name}: public access not fully blocked: {block}")
+        encryption = bucket["Properties"].get("BucketEncryption", {})
+        rules = encryption.get("ServerSideEncryptionConfiguration", [])
+        if not any(r.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
+            problems.append(f"{name}: no default encryption")
+    return problems
+
+
+def output_problems(template: Template) -> list[str]:
+    """Every output the local tooling and producers read exists."""
+    return [f"missing output {name}" for name in sorted(OUTPUTS - set(template["Outputs"]))]
+
+
+def environment_problems(template: Template) -> list[str]:
+    """The function environment names every resource and setting the runtime reads."""
+    variables = props(template, FUNCTION).get("Environment", {}).get("Variables", {})
+    problems = [f"missing {name}" for name in ENVIRONMENT if name not in variables]
+    problems += [
+        f"{name} = {variables[name]!r}"
+        for name, expected in ENVIRONMENT.items()
+        if expected is not None and name in variables and variables[name] != expected
+    ]
+    reserved = ("AWS_REGION", "AWS_DEFAULT_REGION")  # Lambda sets them and refuses overrides
+    problems += [f"reserved {name} is set" for name in reserved if name in variables]
+    return problems
+
+
+RULES: dict[str, Callable[[Template], list[str]]] = {
+    "visibility": visibility_problems,
+    "redrive": redrive_problems,
+    "event-source": event_source_problems,
+    "iam": iam_problems,
+    "results-table": results_table_problems,
+    "bucket": bucket_problems,
+    "outputs": output_problems,
+    "environment": environment_problems,
+}
+
+
+def _first_statement(template: Template) -> Template:
+    statement: Template = props(template, f"{FUNCTION}Role")["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ][0]
+    return statement
+
+
+BREAKAGES: dict[str, tuple[str, Callable[[Template], object]]] = {
+    "short-visibility": (
+        "visibility",
+        lambda t: props(t, "LowPriorityQueue").update(VisibilityTimeout=600),
+    ),
+    "long-timeout": ("visibility", lambda t: props(t, FUNCTION).update(Timeout=121)),
+    "no-redrive": ("redrive", lambda t: props(t, "CeleryQueue").pop("RedrivePolicy")),
+    "receive-count": (
+        "redrive",
+        lambda t: props(t, "HighPriorityQueue")["RedrivePolicy"].update(maxReceiveCount=3),
+    ),
+    "dlq-keeps-less": (
+        "redrive",
+        lambda t: props(t, "CeleryDeadLetterQueue").update(MessageRetentionPeriod=345_600),
+    ),
+    "foreign-queue": (
+        "event-source",
+        lambda t: props(t, f"{FUNCTION}CeleryQueueEvent").update(
+            EventSourceArn="arn:aws:sqs:us-east-1:123456789012:elsewhere"
+        ),
+    ),
+    "list-queues": ("iam", lambda t: _first_statement(t)["Action"].append("sqs:List*")),
+    "scan": ("iam", lambda t: _first_statement(t).update(Action="dynamodb:*")),
+    "any-resource": ("iam", lambda t: _first_statement(t).update(Resource="*")),
+    "managed-admin": (
+        "iam",
+        lambda t: props(t, f"{FUNCTION}Role")["ManagedPolicyArns"].append(
+            "arn:aws:iam::aws:policy/AdministratorAccess"
+        ),
+    ),
+    "sort-key": (
+        "results-table",
+        lambda t: props(t, "ResultsTable")["KeySchema"].append(
+            {"AttributeName": "date_done", "KeyType": "RANGE"}
+        ),
+    ),
+    "no-ttl": ("results-table", lambda t: props(t, "ResultsTable").pop("TimeToLiveSpecification")),
+    "public-bucket": (
+        "bucket",
+        lambda t: props(t, "ResultsBucket")["PublicAccessBlockConfiguration"].update(
+            BlockPublicPolicy=False
+        ),
+    ),
+    "no-encryption": ("bucket", lambda t: props(t, "ResultsBucket").pop("BucketEncryption")),
+    "no-output": ("outputs", lambda t: t["Outputs"].pop("CeleryQueueUrls")),
+    "no-users-table": (
+        "environment",
+        lambda t: props(t, FUNCTION)["Environment"]["Variables"].pop("USERS_TABLE"),
+    ),
+    "reserved-region": (
+        "environment",
+        lambda t: props(t, FUNCTION)["Environment"]["Variables"].update(AWS_REGION="x"),
+    ),
+}
+
+
+# ------------------------------------------------------------------ lint and translation
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    assert lint() == []
+
+
+def test_lint_reports_a_broken_template(tmp_path: Path) -> None:
+    broken = tmp_path / "template.yaml"
+    broken.write_text(
+        "Resources:\n  Queue:\n    Type: AWS::SQS::Queue\n"
+        "    Properties:\n      VisibilityTimeout: 99999\n"
+    )
+
+    matches = lint(broken)
+
+    assert matches
+    assert all(re.fullmatch(r"[EWI]\d{4} .+ \S+:\d+", match) for match in matches), matches
+    assert any(f"{broken}:5" in match for match in matches), matches
+
+
+def test_translate_builds_the_worker(translated: Template) -> None:
+    assert "Transform" not in translated
+    assert set(of_type(translated, "AWS::Lambda::Function")) == {FUNCTION}
+    assert set(of_type(translated, "AWS::IAM::Role")) == {f"{FUNCTION}Role"}
+    function = props(translated, FUNCTION)
+    assert function["Role"] == {"Fn::GetAtt": [f"{FUNCTION}Role", "Arn"]}
+    assert function["Handler"] == "handlers.sqs.handler"
+    assert function["Code"] == {"S3Bucket": "celery-lambda-local", "S3Key": "code.zip"}
+    assert (function["Runtime"], function["Timeout"], function["MemorySize"]) == (
+        "python3.12",
+        120,
+        1024,
+    )
+    assert function["Architectures"] == ["x86_64"]
+    assert function["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_translate_maps_each_queue_event_to_an_event_source_mapping(translated: Template) -> None:
+    mappings = esms(translated)
+
+    sources = {getatt_target(m["Properties"]["EventSourceArn"]) for m in mappings.values()}
+    assert sources == set(MAIN_QUEUES)
+    assert len(mappings) == 3
+    for mapping in mappings.values():
+        properties = mapping["Properties"]
+        assert properties["FunctionName"] == {"Ref": FUNCTION}
+        assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert properties["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}}
+        assert properties["BatchSize"] == {"Ref": "BatchSize"}
+        window = {"Ref": "MaximumBatchingWindowInSeconds"}
+        assert properties["MaximumBatchingWindowInSeconds"] == window
+
+
+def test_translate_attaches_only_the_managed_policies_sam_adds(translated: Template) -> None:
+    arns = props(translated, f"{FUNCTION}Role")["ManagedPolicyArns"]
+
+    assert {arn.removeprefix("arn:aws:iam::aws:policy/") for arn in arns} == SAM_MANAGED_POLICIES
+
+
+def test_translate_uses_the_region_partition(sam: Template) -> None:
+    china = translate(sam, region="cn-north-1")
+
+    arns = props(china, f"{FUNCTION}Role")["ManagedPolicyArns"]
+    assert all(arn.startswith("arn:aws-cn:") for arn in arns), arns
+    assert props(translate(sam), f"{FUNCTION}Role")["ManagedPolicyArns"][0].startswith("arn:aws:")
+
+
+def test_translate_leaves_its_input_alone(sam: Template) -> None:
+    before = copy.deepcopy(sam)
+
+    translate(sam)
+
+    assert sam == before
+    assert sam["Resources"][FUNCTION]["Properties"]["CodeUri"] == "."
+    assert DUMMY_CODE_URI.startswith("s3://")
+
+
+# ------------------------------------------------------------------ rules on the translation
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_rule_holds(rule: str, cfn: Template) -> None:
+    assert RULES[rule](cfn) == []
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_rule_catches_breakage(breakage: str, cfn: Template) -> None:
+    rule, breaks = BREAKAGES[breakage]
+
+    breaks(cfn)
+
+    assert RULES[rule](cfn), f"rule {rule!r} missed {breakage!r}"
+
+
+def test_every_rule_has_a_breakage() -> None:
+    assert {rule for rule, _ in BREAKAGES.values()} == set(RULES)
+
+
+def test_queue_urls_variable_is_json_naming_each_queue(cfn: Template) -> None:
+    value = props(cfn, FUNCTION)["Environment"]["Variables"]["CELERY_QUEUE_URLS"]
+
+    rendered = re.sub(r"\$\{(\w+)\}", r"url-of-\1", value["Fn::Sub"])
+
+    expected = {name: f"url-of-{queue}" for queue, (name, _, _) in MAIN_QUEUES.items()}
+    assert json.loads(rendered) == expected
+    assert cfn["Outputs"]["CeleryQueueUrls"]["Value"] == value
+
+
+def test_queues_are_named_after_the_stack(cfn: Template) -> None:
+    names = {
+        logical_id: queue["Properties"]["QueueName"]
+        for logical_id, queue in of_type(cfn, "AWS::SQS::Queue").items()
+    }
+
+    expected = {}
+    for queue, (name, dlq, dlq_name) in MAIN_QUEUES.items():
+        expected[queue] = {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
+        expected[dlq] = {"Fn::Sub": f"${{AWS::StackName}}-{dlq_name}"}
+    assert names == expected
+
+
+def test_every_queue_is_tls_only(cfn: Template) -> None:
+    (policy,) = of_type(cfn, "AWS::SQS::QueuePolicy").values()
+
+    queues = set(of_type(cfn, "AWS::SQS::Queue"))
+    assert {ref["Ref"] for ref in policy["Properties"]["Queues"]} == queues
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Deny", "sqs:*")
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert {getatt_target(arn) for arn in statement["Resource"]} == queues
+
+
+def test_log_group_belongs_to_the_function(cfn: Template) -> None:
+    group = props(cfn, "WorkerFunctionLogGroup")
+
+    assert group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${WorkerFunction}"}
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_load_template_rejects_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text("Resources:\n  Queue: [unclosed\n")
+
+    with pytest.raises(ConfigurationError, match="invalid YAML") as caught:
+        load_template(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_load_template_rejects_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read template"):
+        load_template(tmp_path / "absent.yaml")
+
+
+def test_load_template_reads_short_tags_in_long_form(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        "Version: 2012-10-17\n"
+        "A: !GetAtt Queue.Arn\n"
+        "B: !Sub ['${X}-${Y}', {X: !Ref Z, Y: !Select [0, !GetAZs '']}]\n"
+        "C: !If [IsProd, !Join ['', [a, b]], !Ref AWS::NoValue]\n"
+    )
+
+    assert load_template(path) == {
+        "Version": "2012-10-17",
+        "A": {"Fn::GetAtt": ["Queue", "Arn"]},
+        "B": {
+            "Fn::Sub": [
+                "${X}-${Y}",
+                {"X": {"Ref": "Z"}, "Y": {"Fn::Select": [0, {"Fn::GetAZs": ""}]}},
+            ]
+        },
+        "C": {"Fn::If": ["IsProd", {"Fn::Join": ["", ["a", "b"]]}, {"Ref": "AWS::NoValue"}]},
+    }
+
+
+def test_translate_rejects_an_sqs_event_without_queue(sam: Template) -> None:
+    broken = copy.deepcopy(sam)
+    del broken["Resources"][FUNCTION]["Properties"]["Events"]["CeleryQueueEvent"]["Properties"][
+        "Queue"
+    ]
+
+    with pytest.raises(ConfigurationError, match="Missing required property 'Queue'"):
+        translate(broken)
+
+
+def test_template_path_is_the_repository_template() -> None:
+    assert TEMPLATE_PATH.name == "template.yaml"
+    assert TEMPLATE_PATH.is_file()
