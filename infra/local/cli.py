@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -22,7 +22,7 @@ from infra import aws
 from infra.config import transport_options
 from infra.errors import CeleryLambdaError, ConfigurationError
 from infra.local.deploy import DEFAULT_STACK, Deployment, deploy
-from infra.local.emulator import LOCAL_CREDENTIALS, Emulator
+from infra.local.emulator import LOCAL_CREDENTIALS, Emulator, reachable
 from infra.settings import Settings
 
 __all__ = ["lambda_"]
@@ -31,7 +31,7 @@ ENV_FILE = Path(".celery-lambda") / "env.sh"
 console = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """One clear line on stderr and a non-zero exit."""
     raise click.ClickException(message)
 
@@ -91,18 +91,39 @@ def lambda_(ctx: click.Context) -> None:
     """Run this Celery app on AWS Lambda: local cloud, consumer, operations."""
 
 
-@lambda_.command("deploy-local")
-@click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
-def deploy_local(stack_name: str) -> None:
-    """Create the template's queues, tables and bucket on AWS_ENDPOINT_URL; print the exports."""
-    settings = Settings.from_env()
+def _local_settings() -> Settings:
+    """Settings for a command that needs a local endpoint which answers."""
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        _fail(str(exc))
     if not settings.endpoint_url:
         _fail(
-            "AWS_ENDPOINT_URL is not set: deploy-local only deploys to a local emulator "
+            "AWS_ENDPOINT_URL is not set: this command only talks to a local emulator "
             "(start one with `celery -A tasks lambda up`); deploy to AWS with `sam deploy`"
         )
+    if not reachable(settings.endpoint_url):
+        _fail(
+            f"nothing answers at AWS_ENDPOINT_URL={settings.endpoint_url}: "
+            "start the emulator with `celery -A tasks lambda up`"
+        )
+    return settings
+
+
+@lambda_.command("deploy-local")
+@click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
+@click.option(
+    "--template",
+    "template_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SAM template to deploy (default: the project's template.yaml).",
+)
+def deploy_local(stack_name: str, template_path: Path | None) -> None:
+    """Create the template's queues, tables and bucket on AWS_ENDPOINT_URL; print the exports."""
+    settings = _local_settings()
     try:
-        deployment = deploy(settings, stack_name=stack_name)
+        deployment = deploy(settings, stack_name=stack_name, template_path=template_path)
     except CeleryLambdaError as exc:
         _fail(str(exc))
     click.echo(deployment.exports())

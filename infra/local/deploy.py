@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -310,7 +311,7 @@ def deploy(
     settings: Settings | None = None,
     *,
     stack_name: str = DEFAULT_STACK,
-    template_path: Any = None,
+    template_path: Path | None = None,
     parameter_values: Mapping[str, Any] | None = None,
 ) -> Deployment:
     """Create the template's queues, tables and buckets on ``settings``' endpoint.

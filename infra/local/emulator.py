@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from types import TracebackType
 
 from infra.errors import ConfigurationError
 
-__all__ = ["Emulator", "LOCAL_CREDENTIALS", "free_port"]
+__all__ = ["Emulator", "LOCAL_CREDENTIALS", "free_port", "reachable"]
 
 LOCAL_CREDENTIALS = {
     # moto accepts any credentials; boto3 refuses to sign without some.
@@ -37,6 +38,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def reachable(url: str, timeout: float = 2.0) -> bool:
+    """True when something accepts TCP connections at ``url``'s host and port."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 class Emulator:

@@ -1,0 +1,106 @@
+"""``celery -A tasks lambda deploy-local`` as a user runs it, against the session's emulator."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra import aws
+from infra.local.deploy import Deployment
+from infra.local.emulator import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tasks", "lambda", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def parse_exports(text: str) -> dict[str, str]:
+    pairs = (shlex.split(line.removeprefix("export "))[0] for line in text.splitlines())
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_deploy_local_is_idempotent_and_prints_exports(
+    cloud: Deployment, cloud_env: dict[str, str]
+) -> None:
+    first = run_cli(cloud_env, "deploy-local")
+    second = run_cli(cloud_env, "deploy-local")
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert first.stdout == second.stdout
+    exports = parse_exports(first.stdout)
+    assert exports["AWS_ENDPOINT_URL"] == cloud.endpoint_url
+    queue_urls = json.loads(exports["CELERY_QUEUE_URLS"])
+    assert set(queue_urls) == {"celery", "low-priority", "high-priority"}
+    assert exports["RESULTS_TABLE"] == "celery-lambda-results"
+    assert exports["RESULTS_BUCKET"].startswith("celery-lambda-results-")
+
+
+def test_queues_have_dead_letter_queues_and_visibility(cloud: Deployment) -> None:
+    sqs = aws.client("sqs")
+    for url in json.loads(cloud.environment["CELERY_QUEUE_URLS"]).values():
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        redrive = json.loads(attrs["RedrivePolicy"])
+        assert int(redrive["maxReceiveCount"]) == 5
+        assert redrive["deadLetterTargetArn"].endswith("-dlq")
+        assert int(attrs["VisibilityTimeout"]) >= 6 * 120
+
+
+def test_results_table_has_celery_key_and_ttl(cloud: Deployment) -> None:
+    ddb = aws.client("dynamodb")
+    table = cloud.environment["RESULTS_TABLE"]
+    schema = ddb.describe_table(TableName=table)["Table"]["KeySchema"]
+    assert schema == [{"AttributeName": "id", "KeyType": "HASH"}]
+    ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "ttl"}
+
+
+def test_without_endpoint_it_refuses_in_one_line(cloud_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cloud_env.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    out = run_cli(env, "deploy-local")
+    assert out.returncode != 0
+    assert "AWS_ENDPOINT_URL is not set" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_endpoint_is_a_clear_error(cloud_env: dict[str, str]) -> None:
+    env = {**cloud_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    out = run_cli(env, "deploy-local")
+    assert out.returncode != 0
+    assert "nothing answers at AWS_ENDPOINT_URL" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("Resources: [unclosed", "template"),
+        (
+            "Transform: AWS::Serverless-2016-10-31\nResources:\n  Db:\n"
+            "    Type: AWS::RDS::DBInstance\n    Properties: {}\n",
+            "AWS::RDS::DBInstance, which deploy-local cannot create",
+        ),
+    ],
+)
+def test_bad_templates_are_refused(
+    cloud_env: dict[str, str], tmp_path: Path, body: str, expected: str
+) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(body)
+    out = run_cli(cloud_env, "deploy-local", "--template", str(path))
+    assert out.returncode != 0
+    assert expected in out.stderr
+    assert "Traceback" not in out.stderr
