@@ -138,7 +138,7 @@ def visibility_problems(template: Template) -> list[str]:
     """Queues consumed by a function must hide a message for 6 x the function timeout."""
     problems = []
     for name, esm in esms(template).items():
-        queue = getatt_target(esm["Properties"]["EventSourceArn"])
+        queue = getatt_target(esm["Properties"]["EventSourceArn"]) or ""
         function = esm["Properties"]["FunctionName"].get("Ref")
         if queue not in template["Resources"] or function not in template["Resources"]:
             problems.append(f"{name}: cannot resolve its queue or function")
@@ -279,9 +279,8 @@ RULES: dict[str, Callable[[Template], list[str]]] = {
 
 
 def _first_statement(template: Template) -> Template:
-    statement: Template = props(template, f"{FUNCTION}Role")["Policies"][0]["PolicyDocument"][
-        "Statement"
-    ][0]
+    policy = props(template, f"{FUNCTION}Role")["Policies"][0]
+    statement: Template = policy["PolicyDocument"]["Statement"][0]
     return statement
 
 
@@ -484,11 +483,20 @@ def test_log_group_belongs_to_the_function(cfn: Template) -> None:
 # ------------------------------------------------------------------ errors
 
 
-def test_load_template_rejects_invalid_yaml(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Resources:\n  Queue: [unclosed\n", "invalid YAML"),
+        ("Resources: {}\nResources: {}\n", "duplicate key 'Resources'"),
+        ("Resources:\n  Queue: !Reff Other\n", "unknown CloudFormation tag !Reff"),
+        ("- Resources\n", "is not a mapping"),
+    ],
+)
+def test_load_template_rejects_invalid_yaml(text: str, reason: str, tmp_path: Path) -> None:
     path = tmp_path / "template.yaml"
-    path.write_text("Resources:\n  Queue: [unclosed\n")
+    path.write_text(text)
 
-    with pytest.raises(ConfigurationError, match="invalid YAML") as caught:
+    with pytest.raises(ConfigurationError, match=reason) as caught:
         load_template(path)
     assert "\n" not in str(caught.value)
 
@@ -522,9 +530,8 @@ def test_load_template_reads_short_tags_in_long_form(tmp_path: Path) -> None:
 
 def test_translate_rejects_an_sqs_event_without_queue(sam: Template) -> None:
     broken = copy.deepcopy(sam)
-    del broken["Resources"][FUNCTION]["Properties"]["Events"]["CeleryQueueEvent"]["Properties"][
-        "Queue"
-    ]
+    events = broken["Resources"][FUNCTION]["Properties"]["Events"]
+    del events["CeleryQueueEvent"]["Properties"]["Queue"]
 
     with pytest.raises(ConfigurationError, match="Missing required property 'Queue'"):
         translate(broken)
@@ -533,3 +540,12 @@ def test_translate_rejects_an_sqs_event_without_queue(sam: Template) -> None:
 def test_template_path_is_the_repository_template() -> None:
     assert TEMPLATE_PATH.name == "template.yaml"
     assert TEMPLATE_PATH.is_file()
+
+
+def test_dead_letter_queues_allow_redrive_from_their_source_only(cfn: Template) -> None:
+    for name, dlq, _ in MAIN_QUEUES.values():
+        policy = props(cfn, dlq)["RedriveAllowPolicy"]
+
+        assert policy["redrivePermission"] == "byQueue"
+        (source,) = policy["sourceQueueArns"]
+        assert source["Fn::Sub"].endswith(":${AWS::StackName}-" + name)
