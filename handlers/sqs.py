@@ -1,0 +1,39 @@
+"""Lambda entry point for SQS batches: every record is a Celery task message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    SqsFifoPartialProcessor,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from infra.observability import logger, metrics
+from infra.runtime import pipeline
+
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+fifo_processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+
+
+def record_handler(record: SQSRecord, lambda_context: Any) -> None:
+    """Run one record; raising reports it in batchItemFailures."""
+    pipeline().process(record.raw_event, lambda_context)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    """SQS event source mapping → Celery tasks; returns the partial batch response."""
+    records = event.get("Records") or [{}]
+    fifo = str(records[0].get("eventSourceARN", "")).endswith(".fifo")
+    return process_partial_response(
+        event=event,
+        record_handler=record_handler,
+        processor=fifo_processor if fifo else processor,
+        context=context,
+    )

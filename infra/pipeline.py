@@ -1,0 +1,189 @@
+"""The Lambda consumer pipeline for one SQS record: decode, resolve, gate, claim, run, report.
+
+Each step either lets the record through or ends it in one of two ways the batch processor
+understands: return normally (the record is acked: ran, recorded, expired, re-delayed) or raise
+(the record is reported in ``batchItemFailures`` and comes back through SQS, finally to the DLQ).
+A task that raised is not a pipeline failure: Celery recorded FAILURE and the record is acked.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import states
+
+from infra import aws
+from infra.errors import CeleryLambdaError, MessageDecodeError, UnknownTaskError
+from infra.gate import Delay, Expired, decide
+from infra.observability import (
+    METRIC_DECODE_FAILED,
+    METRIC_DEFERRED,
+    METRIC_DELAYED,
+    METRIC_DURATION,
+    METRIC_EXPIRED,
+    METRIC_FAILED,
+    METRIC_QUEUE_WAIT,
+    METRIC_RETRIED,
+    METRIC_SUCCEEDED,
+    METRIC_UNKNOWN_TASK,
+    MetricUnit,
+    logger,
+    metrics,
+    tracer,
+)
+from infra.protocol import TaskMessage, decode
+from infra.runner import Outcome, Runner
+from infra.settings import Settings
+from infra.timelimits import DeadlineReached
+
+__all__ = ["SAFETY_MARGIN_SECONDS", "Pipeline", "RecordDeferred", "queue_url_for_arn"]
+
+SAFETY_MARGIN_SECONDS = 5.0
+"""Time kept back from the invocation deadline to report the batch and flush metrics."""
+MIN_RUN_SECONDS = 1.0
+"""A record is not started with less than this left before the margin."""
+
+_STATE_METRICS = {
+    states.SUCCESS: METRIC_SUCCEEDED,
+    states.FAILURE: METRIC_FAILED,
+    states.RETRY: METRIC_RETRIED,
+}
+
+
+class RecordDeferred(CeleryLambdaError):
+    """The record was not run (or was interrupted) because the invocation is ending."""
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def queue_url_for_arn(arn: str, settings: Settings) -> str:
+    """The queue URL of an SQS ARN, without a GetQueueUrl call."""
+    _, _, _, region, account, name = arn.split(":", 5)
+    for url in settings.queue_urls.values():
+        if url.rstrip("/").rsplit("/", 1)[-1] == name:
+            return url
+    endpoint = settings.endpoint_for("sqs") or f"https://sqs.{region}.amazonaws.com"
+    return f"{endpoint.rstrip('/')}/{account}/{name}"
+
+
+def _sqs_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Lambda's lower-camel message attributes → the SQS API's shape."""
+    converted: dict[str, Any] = {}
+    for name, attr in attributes.items():
+        value: dict[str, Any] = {"DataType": attr["dataType"]}
+        if attr.get("stringValue") is not None:
+            value["StringValue"] = attr["stringValue"]
+        if attr.get("binaryValue") is not None:
+            value["BinaryValue"] = base64.b64decode(attr["binaryValue"])
+        converted[name] = value
+    return converted
+
+
+@dataclass(slots=True)
+class Pipeline:
+    """Processes SQS records for one Celery app."""
+
+    app: Any
+    runner: Runner
+    settings: Settings
+    clock: Callable[[], datetime] = utcnow
+
+    def process(self, record: Mapping[str, Any], context: Any) -> Outcome:
+        """Run one record through every step; raise to have it reported back to SQS."""
+        attrs = record.get("attributes", {})
+        logger.append_keys(
+            message_id=record["messageId"], receive_count=attrs.get("ApproximateReceiveCount")
+        )
+        try:
+            self._check_time(context)
+            message = self._decode(record)
+            logger.append_keys(task_id=message.task_id, task_name=message.task_name)
+            self._resolve(message)
+            return self._gate_and_run(message, record, context)
+        finally:
+            logger.remove_keys(["message_id", "receive_count", "task_id", "task_name"])
+
+    def _remaining(self, context: Any) -> float:
+        return float(context.get_remaining_time_in_millis()) / 1000 - SAFETY_MARGIN_SECONDS
+
+    def _check_time(self, context: Any) -> None:
+        if self._remaining(context) < MIN_RUN_SECONDS:
+            metrics.add_metric(name=METRIC_DEFERRED, unit=MetricUnit.Count, value=1)
+            logger.warning("invocation deadline near: record not started, returned to SQS")
+            raise RecordDeferred("invocation deadline near; record not started")
+
+    def _decode(self, record: Mapping[str, Any]) -> TaskMessage:
+        try:
+            return decode(
+                record["body"], message_id=record["messageId"], accept=self.app.conf.accept_content
+            )
+        except MessageDecodeError as exc:
+            metrics.add_metric(name=METRIC_DECODE_FAILED, unit=MetricUnit.Count, value=1)
+            logger.error("record is not a task message we may run", reason=exc.reason)
+            raise
+
+    def _resolve(self, message: TaskMessage) -> None:
+        try:
+            self.runner.task(message)
+        except UnknownTaskError:
+            metrics.add_metric(name=METRIC_UNKNOWN_TASK, unit=MetricUnit.Count, value=1)
+            logger.error("task is not registered in the app", task_name=message.task_name)
+            raise
+
+    def _gate_and_run(
+        self, message: TaskMessage, record: Mapping[str, Any], context: Any
+    ) -> Outcome:
+        verdict = decide(message, self.clock())
+        if isinstance(verdict, Expired):
+            metrics.add_metric(name=METRIC_EXPIRED, unit=MetricUnit.Count, value=1)
+            logger.info("task expired before it ran: REVOKED", expires=str(message.expires))
+            return self.runner.expire(message)
+        if isinstance(verdict, Delay):
+            self._redelay(record, verdict.seconds)
+            return Outcome(states.PENDING, 0.0)
+        return self._run(message, record, context)
+
+    def _redelay(self, record: Mapping[str, Any], seconds: int) -> None:
+        """Send the same body again, invisible for ``seconds``; the original is then acked."""
+        aws.client("sqs", self.settings).send_message(
+            QueueUrl=queue_url_for_arn(record["eventSourceARN"], self.settings),
+            MessageBody=record["body"],
+            DelaySeconds=seconds,
+            MessageAttributes=_sqs_attributes(record.get("messageAttributes") or {}),
+        )
+        metrics.add_metric(name=METRIC_DELAYED, unit=MetricUnit.Count, value=1)
+        logger.info("task not yet due: re-sent with a delay", delay_seconds=seconds)
+
+    def _run(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> Outcome:
+        sent_ms = record.get("attributes", {}).get("SentTimestamp")
+        if sent_ms:
+            wait = max(time.time() * 1000 - int(sent_ms), 0)
+            metrics.add_metric(name=METRIC_QUEUE_WAIT, unit=MetricUnit.Milliseconds, value=wait)
+        try:
+            with tracer.provider.in_subsegment(f"## {message.task_name}"):
+                outcome = self.runner.run(message, deadline=self._remaining(context))
+        except DeadlineReached as exc:
+            metrics.add_metric(name=METRIC_DEFERRED, unit=MetricUnit.Count, value=1)
+            logger.warning("task interrupted by the invocation deadline: returned to SQS")
+            raise RecordDeferred("interrupted by the invocation deadline") from exc
+        name = _STATE_METRICS.get(outcome.state)
+        if name:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        metrics.add_metric(
+            name=METRIC_DURATION, unit=MetricUnit.Milliseconds, value=outcome.duration * 1000
+        )
+        logger.info(
+            "task finished",
+            state=outcome.state,
+            duration_ms=round(outcome.duration * 1000, 1),
+            exception=outcome.exception,
+        )
+        return outcome

@@ -1,0 +1,41 @@
+"""The Lambda runtime state: the served Celery app and its pipeline, built once per container."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cache
+
+from celery.utils.imports import symbol_by_name
+
+from infra.errors import ConfigurationError
+from infra.pipeline import Pipeline
+from infra.runner import Runner
+from infra.settings import Settings
+
+__all__ = ["load_app", "pipeline"]
+
+
+def load_app(settings: Settings) -> object:
+    """Import ``CELERY_APP`` and prepare it as a worker prepares its app.
+
+    Raises:
+        ConfigurationError: the module or attribute cannot be imported.
+    """
+    try:
+        app = symbol_by_name(settings.app)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"CELERY_APP={settings.app!r} cannot be imported: {exc}") from exc
+    app.loader.import_default_modules()
+    app.finalize(auto=True)
+    app.set_current()
+    return app
+
+
+@cache
+def pipeline() -> Pipeline:
+    """The pipeline of this container, created on the first invocation (never at import)."""
+    settings = Settings.from_env()
+    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or socket.gethostname()
+    app = load_app(settings)
+    return Pipeline(app=app, runner=Runner(app, hostname=f"lambda@{function}"), settings=settings)
