@@ -13,6 +13,7 @@ from tasks.examples import (
     error_handler,
     flaky,
     upload_files,
+    xsum,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "error_handler",
     "flaky",
     "upload_files",
+    "xsum",
 ]

@@ -28,6 +28,12 @@ def add(x: float, y: float) -> float:
     return x + y
 
 
+@app.task(name="tasks.xsum")
+def xsum(numbers: list[float]) -> float:
+    """Sum a list: the body of the chord examples (``chord(add.s(i, i) ..., xsum.s())``)."""
+    return sum(numbers)
+
+
 def hash_password(password: str, salt: bytes | None = None) -> str:
     """scrypt hash in ``scrypt$n$r$p$salt$hash`` form; the clear password is never stored."""
     salt = salt or os.urandom(16)
