@@ -155,3 +155,15 @@ def _wait_for_interrupt() -> None:
     with suppress(KeyboardInterrupt):
         stop.wait()
     sys.stdout.flush()
+
+
+@lambda_.command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Start the emulator, publish the brief's examples, run them through the Lambda path."""
+    from infra.local.demo import demo_main
+
+    try:
+        demo_main(ctx.obj.app)
+    except ConfigurationError as exc:
+        _fail(str(exc))

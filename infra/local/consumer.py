@@ -1,0 +1,649 @@
+"""The SQS event-source emulator: what AWS Lambda's SQS event source mapping does, locally.
+
+An :class:`EventSourcePoller` long-polls one queue, gathers a batch (batch size, batching window,
+6 MB payload), builds the Lambda SQS event, calls the handler with a context whose deadline is the
+function's timeout, and deletes only the records that succeeded; SQS visibility and redrive do the
+rest. See https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html.
+
+:func:`consume` runs pollers like concurrent invocations. Each runs in its own process (spawned by
+default: a fresh interpreter that imports the handler, as a Lambda execution environment's init
+does), so the handler always runs in a main thread, where the signals it times tasks with work. One
+source at concurrency 1 runs in the calling thread instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import importlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Protocol
+
+from infra import aws
+from infra.errors import CeleryLambdaError, ConfigurationError
+from infra.limits import (
+    LAMBDA_MAX_SYNC_PAYLOAD_BYTES,
+    SQS_MAX_BATCH_ENTRIES,
+    SQS_MAX_VISIBILITY_SECONDS,
+    SQS_MAX_WAIT_TIME_SECONDS,
+)
+from infra.local.deploy import EventSource
+from infra.settings import Settings
+
+__all__ = [
+    "BatchOutcome",
+    "ConsumeStats",
+    "EventSourcePoller",
+    "Handler",
+    "LambdaContext",
+    "StopSignal",
+    "build_event",
+    "build_record",
+    "consume",
+    "delete_requests",
+    "handler_from_source",
+    "make_context",
+    "parse_batch_response",
+    "resolve_handler",
+    "visibility_requests",
+]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], Any]
+Clock = Callable[[], float]
+
+DEFAULT_MEMORY_MB = 128  # Lambda's default MemorySize; EventSource does not carry the template's
+START_METHOD = "spawn"
+"""A fresh interpreter per poller, importing the handler as a Lambda init does. ``fork`` starts
+about a second sooner but inherits the parent's open sockets (cached boto3 clients, the Celery
+app's connection pools) and any lock another thread held."""
+_PAYLOAD_BUDGET = LAMBDA_MAX_SYNC_PAYLOAD_BYTES - 1024  # room for the {"Records": [...]} envelope
+_QUEUE_COUNTS = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+_ATTRIBUTE_ORDER = (
+    "ApproximateReceiveCount",
+    "AWSTraceHeader",
+    "SentTimestamp",
+    "SequenceNumber",
+    "MessageGroupId",
+    "SenderId",
+    "MessageDeduplicationId",
+    "ApproximateFirstReceiveTimestamp",
+    "DeadLetterQueueSourceArn",
+)
+
+
+class StopSignal(Protocol):
+    """A threading or multiprocessing ``Event``: polling stops once it is set."""
+
+    def is_set(self) -> bool:
+        """True once polling must stop."""
+        ...
+
+
+# ---------------------------------------------------------------- context
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaContext:
+    """The ``context`` a Python Lambda handler receives (the runtime's attribute names)."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    aws_request_id: str
+    log_group_name: str
+    log_stream_name: str
+    deadline_ms: int
+    function_version: str = "$LATEST"
+    identity: None = None
+    client_context: None = None
+    clock: Clock = field(default=time.time, repr=False, compare=False)
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the function times out (never negative, as in Lambda)."""
+        return max(0, self.deadline_ms - int(self.clock() * 1000))
+
+
+@functools.cache
+def _environment_id(pid: int) -> str:
+    """One id per process, as one log stream per Lambda execution environment."""
+    return uuid.uuid4().hex
+
+
+def make_context(
+    source: EventSource, *, clock: Clock = time.time, memory_limit_in_mb: int = DEFAULT_MEMORY_MB
+) -> LambdaContext:
+    """A fresh invocation context whose deadline is now + the function's timeout."""
+    _, _, _, region, account, _ = source.queue_arn.split(":", 5)
+    now = clock()
+    return LambdaContext(
+        function_name=source.function,
+        invoked_function_arn=f"arn:aws:lambda:{region}:{account}:function:{source.function}",
+        memory_limit_in_mb=memory_limit_in_mb,
+        aws_request_id=str(uuid.uuid4()),
+        log_group_name=f"/aws/lambda/{source.function}",
+        log_stream_name=time.strftime("%Y/%m/%d", time.gmtime(now))
+        + f"/[$LATEST]{_environment_id(os.getpid())}",
+        deadline_ms=int((now + source.timeout) * 1000),
+        clock=clock,
+    )
+
+
+# ---------------------------------------------------------------- event
+
+
+def _message_attribute(value: Mapping[str, Any]) -> dict[str, Any]:
+    """SQS API attribute (``StringValue``, bytes) → Lambda's (``stringValue``, base64 text)."""
+    converted: dict[str, Any] = {}
+    if "StringValue" in value:
+        converted["stringValue"] = value["StringValue"]
+    if "BinaryValue" in value:
+        converted["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
+    converted["stringListValues"] = list(value.get("StringListValues", []))
+    converted["binaryListValues"] = [
+        base64.b64encode(item).decode() for item in value.get("BinaryListValues", [])
+    ]
+    converted["dataType"] = value["DataType"]
+    return converted
+
+
+def _system_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    ordered = {name: attributes[name] for name in _ATTRIBUTE_ORDER if name in attributes}
+    return {**ordered, **attributes}
+
+
+def build_record(message: Mapping[str, Any], source: EventSource, region: str) -> dict[str, Any]:
+    """One ReceiveMessage message as a record of the Lambda SQS event."""
+    record: dict[str, Any] = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": _system_attributes(message.get("Attributes", {})),
+        "messageAttributes": {
+            name: _message_attribute(value)
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message["MD5OfBody"],
+    }
+    if "MD5OfMessageAttributes" in message:
+        record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+    record.update(eventSource="aws:sqs", eventSourceARN=source.queue_arn, awsRegion=region)
+    return record
+
+
+def build_event(
+    messages: Sequence[Mapping[str, Any]], source: EventSource, region: str
+) -> dict[str, Any]:
+    """The event Lambda's SQS event source mapping invokes the function with."""
+    return {"Records": [build_record(message, source, region) for message in messages]}
+
+
+# ---------------------------------------------------------------- response
+
+
+def parse_batch_response(
+    response: object, message_ids: Sequence[str]
+) -> tuple[tuple[str, ...], str | None]:
+    """The ids to leave in the queue per a partial batch response, and why if it is invalid.
+
+    None, ``{}`` and an empty or null ``batchItemFailures`` mean full success; anything
+    malformed, or an ``itemIdentifier`` not in the batch, fails the whole batch (AWS semantics).
+    """
+    everything = tuple(message_ids)
+    if response is None:
+        return (), None
+    if not isinstance(response, dict):
+        return everything, f"response is a {type(response).__name__}, not an object"
+    failures = response.get("batchItemFailures")
+    if failures is None:
+        return (), None
+    if not isinstance(failures, list):
+        return everything, "batchItemFailures is not a list"
+    failed = {item.get("itemIdentifier") if isinstance(item, dict) else None for item in failures}
+    unknown = failed - set(message_ids)
+    if unknown:
+        return everything, f"itemIdentifier {sorted(map(repr, unknown))} not in the batch"
+    return tuple(i for i in message_ids if i in failed), None
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What one invocation did: records, the ids left in the queue, the error, seconds taken."""
+
+    size: int
+    failed_ids: tuple[str, ...]
+    handler_error: str | None
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeStats:
+    """Counters over many batches; ``failures`` counts records left in the queue."""
+
+    batches: int = 0
+    records: int = 0
+    failures: int = 0
+
+    def __add__(self, other: ConsumeStats) -> ConsumeStats:
+        return ConsumeStats(
+            self.batches + other.batches,
+            self.records + other.records,
+            self.failures + other.failures,
+        )
+
+    @classmethod
+    def of(cls, outcome: BatchOutcome) -> ConsumeStats:
+        """The counters of one batch."""
+        return cls(1, outcome.size, len(outcome.failed_ids))
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), SQS_MAX_BATCH_ENTRIES):
+        yield items[start : start + SQS_MAX_BATCH_ENTRIES]
+
+
+def delete_requests(messages: Sequence[Mapping[str, Any]]) -> list[list[dict[str, str]]]:
+    """DeleteMessageBatch entry lists, ten at most each."""
+    return [
+        [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
+        for chunk in _chunks(messages)
+    ]
+
+
+def visibility_requests(
+    messages: Sequence[Mapping[str, Any]], seconds: int
+) -> list[list[dict[str, Any]]]:
+    """ChangeMessageVisibilityBatch entry lists, ten at most each."""
+    return [
+        [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": seconds}
+            for i, m in enumerate(chunk)
+        ]
+        for chunk in _chunks(messages)
+    ]
+
+
+# ---------------------------------------------------------------- poller
+
+
+@dataclass(slots=True)
+class _Gathered:
+    """Messages gathered for one batch so far, within the synchronous payload limit."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    overflow: list[dict[str, Any]] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, messages: list[dict[str, Any]], measure: Callable[[Any], int]) -> None:
+        for message in messages:
+            size = measure(message)
+            if self.overflow or self.size + size > _PAYLOAD_BUDGET:
+                self.overflow.append(message)
+            else:
+                self.messages.append(message)
+                self.size += size
+
+
+class EventSourcePoller:
+    """Plays one SQS event source mapping: receive a batch, invoke, delete what succeeded."""
+
+    def __init__(
+        self,
+        source: EventSource,
+        handler: Handler,
+        *,
+        settings: Settings | None = None,
+        failed_visibility: int | None = None,
+        clock: Clock = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        limit = SQS_MAX_VISIBILITY_SECONDS
+        if failed_visibility is not None and not 0 <= failed_visibility <= limit:
+            raise ConfigurationError(
+                f"failed_visibility must be 0..{limit}, got {failed_visibility}"
+            )
+        self.source = source
+        self._handler = handler
+        self._settings = settings or Settings.from_env()
+        self._sqs = aws.client("sqs", self._settings)
+        self._failed_visibility = failed_visibility
+        self._clock = clock
+        self._sleep = sleep
+
+    def poll_once(self, wait_seconds: int = SQS_MAX_WAIT_TIME_SECONDS) -> BatchOutcome | None:
+        """Gather one batch and invoke the handler with it; None when nothing arrived."""
+        messages = self._gather(wait_seconds)
+        if not messages:
+            return None
+        event = build_event(messages, self.source, self._settings.region)
+        started = self._clock()
+        failed_ids, error = self._invoke(event)
+        outcome = BatchOutcome(len(messages), failed_ids, error, self._clock() - started)
+        self._settle(messages, set(failed_ids))
+        logger.info(
+            "batch from %s: %d records, %d failed, %.0f ms%s",
+            self.source.function,
+            outcome.size,
+            len(outcome.failed_ids),
+            outcome.duration * 1000,
+            f" ({error})" if error else "",
+        )
+        return outcome
+
+    def run(
+        self,
+        *,
+        until_empty: bool = False,
+        stop: StopSignal | None = None,
+        wait_seconds: int = SQS_MAX_WAIT_TIME_SECONDS,
+    ) -> ConsumeStats:
+        """Poll until ``stop`` is set or, with ``until_empty``, nothing is left in the queue.
+
+        Empty means nothing visible, in flight or delayed: a record that failed comes back.
+        """
+        wait_seconds = min(wait_seconds, 1) if until_empty else wait_seconds
+        stats = ConsumeStats()
+        while stop is None or not stop.is_set():
+            outcome = self.poll_once(wait_seconds)
+            if outcome is not None:
+                stats += ConsumeStats.of(outcome)
+            elif until_empty and self._queue_is_empty():
+                break
+        return stats
+
+    def _receive(self, wait_seconds: int, wanted: int) -> list[dict[str, Any]]:
+        response = self._sqs.receive_message(
+            QueueUrl=self.source.queue_url,
+            MaxNumberOfMessages=min(SQS_MAX_BATCH_ENTRIES, wanted),
+            WaitTimeSeconds=wait_seconds,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        return messages
+
+    def _gather(self, wait_seconds: int) -> list[dict[str, Any]]:
+        """Receive until the batch is full, the window has passed or 6 MB is reached."""
+        batch = _Gathered()
+        batch.add(self._receive(wait_seconds, self.source.batch_size), self._record_bytes)
+        deadline = self._clock() + self.source.batching_window
+        while batch.messages and not batch.overflow:
+            wanted = self.source.batch_size - len(batch.messages)
+            remaining = deadline - self._clock()
+            if wanted <= 0 or remaining <= 0:
+                break
+            if remaining < 1:  # long polls wait whole seconds: sleep out the rest, look once more
+                self._sleep(remaining)
+                batch.add(self._receive(0, wanted), self._record_bytes)
+                break
+            wait_for = min(SQS_MAX_WAIT_TIME_SECONDS, int(remaining))
+            batch.add(self._receive(wait_for, wanted), self._record_bytes)
+        self._release(batch.overflow)
+        return batch.messages
+
+    def _record_bytes(self, message: Mapping[str, Any]) -> int:
+        record = build_record(message, self.source, self._settings.region)
+        return len(json.dumps(record).encode()) + 2
+
+    def _invoke(self, event: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+        """Call the handler; the ids to leave in the queue and the invocation's error."""
+        ids = tuple(record["messageId"] for record in event["Records"])
+        context = make_context(self.source, clock=self._clock)
+        try:
+            response = self._handler(event, context)
+        except Exception as exc:
+            logger.warning("handler %s raised", self.source.handler, exc_info=True)
+            return ids, f"{type(exc).__name__}: {exc}"
+        try:
+            json.dumps(response)  # the runtime serialises the response; failing that fails all
+        except (TypeError, ValueError) as exc:
+            return ids, f"Runtime.MarshalError: {exc}"
+        if self._clock() * 1000 > context.deadline_ms:
+            return ids, f"Task timed out after {self.source.timeout} seconds"
+        if not self.source.report_batch_item_failures:
+            return (), None
+        failed, problem = parse_batch_response(response, ids)
+        return failed, problem and f"invalid batch response: {problem}"
+
+    def _settle(self, messages: Sequence[Mapping[str, Any]], failed: set[str]) -> None:
+        """Delete what succeeded; hide what failed for ``failed_visibility`` if set."""
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for entries in delete_requests(done):
+            self._send("delete_message_batch", entries)
+        if self._failed_visibility is not None:
+            back = [m for m in messages if m["MessageId"] in failed]
+            for entries in visibility_requests(back, self._failed_visibility):
+                self._send("change_message_visibility_batch", entries)
+
+    def _release(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Make messages received past the payload limit visible again at once."""
+        for entries in visibility_requests(messages, 0):
+            self._send("change_message_visibility_batch", entries)
+
+    def _send(self, operation: str, entries: list[dict[str, Any]]) -> None:
+        response = getattr(self._sqs, operation)(QueueUrl=self.source.queue_url, Entries=entries)
+        for failure in response.get("Failed", []):
+            logger.warning("%s on %s failed: %s", operation, self.source.queue_url, failure)
+
+    def _queue_is_empty(self) -> bool:
+        response = self._sqs.get_queue_attributes(
+            QueueUrl=self.source.queue_url, AttributeNames=list(_QUEUE_COUNTS)
+        )
+        return all(int(response["Attributes"].get(name, "0")) == 0 for name in _QUEUE_COUNTS)
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def resolve_handler(dotted: str) -> Handler:
+    """``"handlers.sqs.handler"`` (Lambda's ``Handler`` format) → the function it names.
+
+    Raises:
+        ConfigurationError: no module part, the module fails to import, or no such callable.
+    """
+    module_name, _, attribute = dotted.rpartition(".")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"handler must be 'module.function', got {dotted!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigurationError(f"cannot import handler module {module_name!r}: {exc}") from exc
+    handler = getattr(module, attribute, None)
+    if not callable(handler):
+        raise ConfigurationError(f"module {module_name!r} has no callable {attribute!r}")
+    result: Handler = handler
+    return result
+
+
+def handler_from_source(source: EventSource) -> Handler:
+    """The handler the source's function names (a picklable ``handler_factory``)."""
+    return resolve_handler(source.handler)
+
+
+# ---------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    until_empty: bool
+    failed_visibility: int | None
+    wait_seconds: int
+    log_level: int
+
+
+def _child(
+    source: EventSource,
+    factory: Callable[[EventSource], Handler],
+    options: _Options,
+    stop: StopSignal,
+    results: Connection,
+) -> None:
+    """One concurrent invocation slot: its own process, the handler in its main thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into ``stop``
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=options.log_level, format="%(processName)s %(message)s")
+    aws.clear_clients()  # under fork, the parent's cached clients hold the parent's sockets
+    try:
+        poller = EventSourcePoller(
+            source, factory(source), failed_visibility=options.failed_visibility
+        )
+        stats = poller.run(
+            until_empty=options.until_empty, stop=stop, wait_seconds=options.wait_seconds
+        )
+        results.send((stats, None))
+    except Exception as exc:
+        results.send((None, _portable(exc)))
+    finally:
+        results.close()
+
+
+def _portable(exc: Exception) -> Exception:
+    """The exception with the child's traceback attached, or a stand-in that pickles."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        exc.add_note(f"in the consumer process:\n{text}")
+        ForkingPickler.dumps(exc)
+    except Exception:
+        return CeleryLambdaError(f"consumer process failed:\n{text}")
+    return exc
+
+
+@dataclass(slots=True)
+class _Slot:
+    process: BaseProcess
+    results: Connection
+    grace: float
+
+    def result(self) -> tuple[ConsumeStats | None, Exception | None] | None:
+        """The child's result once it ended; None while it still runs."""
+        if self.results.poll():
+            try:
+                received: tuple[ConsumeStats | None, Exception | None] = self.results.recv()
+                return received
+            except EOFError:
+                pass
+        elif self.process.is_alive():
+            return None
+        self.process.join(1)
+        code = self.process.exitcode
+        return None, CeleryLambdaError(f"{self.process.name} exited with code {code}")
+
+    def finish(self) -> None:
+        """Let the child end its batch, then terminate it; release its resources."""
+        self.process.join(self.grace)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.results.close()
+        self.process.close()
+
+
+def _start(
+    context: Any,
+    source: EventSource,
+    slot: int,
+    factory: Callable[[EventSource], Handler],
+    options: _Options,
+    stop: StopSignal,
+) -> _Slot:
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_child,
+        args=(source, factory, options, stop, writer),
+        name=f"{source.function}-{slot}",
+        daemon=True,
+    )
+    process.start()
+    writer.close()
+    return _Slot(process, reader, options.wait_seconds + source.timeout + 5)
+
+
+def _collect(slots: list[_Slot], halt: Any, stop: StopSignal | None) -> ConsumeStats:
+    """Wait for every child; stop them all on ``stop`` or the first failure."""
+    pending = list(slots)
+    stats, errors = ConsumeStats(), []
+    while pending:
+        wait([s.results for s in pending] + [s.process.sentinel for s in pending], timeout=0.2)
+        if stop is not None and stop.is_set():
+            halt.set()
+        for slot in list(pending):
+            result = slot.result()
+            if result is None:
+                continue
+            pending.remove(slot)
+            if result[1] is not None:
+                errors.append(result[1])
+                halt.set()
+            stats += result[0] or ConsumeStats()
+    if errors:
+        raise errors[0]
+    return stats
+
+
+def consume(
+    sources: Sequence[EventSource],
+    handler_factory: Callable[[EventSource], Handler],
+    *,
+    concurrency: int = 1,
+    until_empty: bool = False,
+    failed_visibility: int | None = None,
+    stop: StopSignal | None = None,
+    wait_seconds: int = SQS_MAX_WAIT_TIME_SECONDS,
+    start_method: str = START_METHOD,
+) -> ConsumeStats:
+    """Run ``concurrency`` pollers per source, like that many concurrent invocations.
+
+    One source at concurrency 1 runs in this thread; otherwise every poller gets its own process
+    (``start_method``) and ``handler_factory`` must pickle (a module-level function, a
+    ``partial``). Settings come from the environment in each process. Stopping takes up to
+    ``wait_seconds`` plus the batch in progress.
+
+    Raises:
+        ConfigurationError: concurrency below 1 or no sources; whatever a poller raised.
+    """
+    if concurrency < 1 or not sources:
+        raise ConfigurationError("consume needs at least one source and a concurrency of 1 or more")
+    if concurrency == 1 and len(sources) == 1:
+        poller = EventSourcePoller(
+            sources[0], handler_factory(sources[0]), failed_visibility=failed_visibility
+        )
+        return poller.run(until_empty=until_empty, stop=stop, wait_seconds=wait_seconds)
+    options = _Options(until_empty, failed_visibility, wait_seconds, logger.getEffectiveLevel())
+    context = multiprocessing.get_context(start_method)
+    halt = context.Event()
+    slots: list[_Slot] = []
+    try:
+        for source in sources:
+            for slot in range(concurrency):
+                slots.append(_start(context, source, slot, handler_factory, options, halt))
+        return _collect(slots, halt, stop)
+    finally:
+        halt.set()
+        for started in slots:
+            started.finish()
