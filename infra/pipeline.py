@@ -108,6 +108,11 @@ class Pipeline:
             logger.append_keys(task_id=message.task_id, task_name=message.task_name)
             self._resolve(message)
             return self._gate_and_run(message, record, context)
+        except CeleryLambdaError:
+            raise  # already logged with its reason where it was raised
+        except Exception:
+            logger.exception("record failed in the consumer machinery; it goes back to SQS")
+            raise
         finally:
             logger.remove_keys(["message_id", "receive_count", "task_id", "task_name"])
 

@@ -9,6 +9,7 @@ from functools import cache
 from celery.utils.imports import symbol_by_name
 
 from infra.errors import ConfigurationError
+from infra.observability import logger
 from infra.pipeline import Pipeline
 from infra.runner import Runner
 from infra.settings import Settings
@@ -35,7 +36,11 @@ def load_app(settings: Settings) -> object:
 @cache
 def pipeline() -> Pipeline:
     """The pipeline of this container, created on the first invocation (never at import)."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        app = load_app(settings)
+    except Exception:
+        logger.exception("cannot load the Celery app; every record goes back to SQS")
+        raise
     function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or socket.gethostname()
-    app = load_app(settings)
     return Pipeline(app=app, runner=Runner(app, hostname=f"lambda@{function}"), settings=settings)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,6 +20,7 @@ from rich.console import Console
 from infra import aws
 from infra.config import transport_options
 from infra.errors import CeleryLambdaError, ConfigurationError
+from infra.local.consumer import ConsumeStats
 from infra.local.deploy import DEFAULT_STACK, Deployment, deploy
 from infra.local.emulator import LOCAL_CREDENTIALS, Emulator, reachable
 from infra.settings import Settings
@@ -132,29 +132,85 @@ def deploy_local(stack_name: str, template_path: Path | None) -> None:
 @lambda_.command()
 @click.option("--port", type=int, default=None, help="Port for the emulator (default: a free one).")
 @click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
-@click.pass_context
-def up(ctx: click.Context, port: int | None, stack_name: str) -> None:
-    """Start the embedded emulator, deploy the template into it and keep it running."""
+@click.option("--consume/--no-consume", default=True, help="Run the event-source emulator too.")
+@click.option("--concurrency", type=int, default=1, show_default=True)
+def up(port: int | None, stack_name: str, consume: bool, concurrency: int) -> None:
+    """Start the embedded emulator, deploy the template, consume through the Lambda handler."""
     try:
         with local_cloud(port, stack_name) as deployment:
             env_file = write_env_file(deployment)
+            os.environ.update(deployment.environment)
             click.echo(deployment.exports())
             console.print(
                 f"[green]emulator up[/] at {deployment.endpoint_url}; in another shell run\n"
                 f"  [bold]source {env_file}[/]\n"
-                "then `celery -A tasks worker --loglevel=info` or publish tasks. Ctrl-C stops it."
+                "then publish tasks (and/or run `celery -A tasks worker --loglevel=info`). "
+                "Ctrl-C stops."
             )
-            _wait_for_interrupt()
+            stop = _stop_on_signals()
+            if consume:
+                _consume(deployment, concurrency=concurrency, stop=stop)
+            else:
+                stop.wait()
     except ConfigurationError as exc:
         _fail(str(exc))
 
 
-def _wait_for_interrupt() -> None:
+@lambda_.command("consume")
+@click.option("--until-empty", is_flag=True, help="Stop once every queue is empty.")
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Pollers per queue.")
+@click.option(
+    "--failed-visibility",
+    type=int,
+    default=None,
+    help="Seconds before a failed record comes back (default: the queue's visibility timeout).",
+)
+@click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
+def consume_command(
+    until_empty: bool, concurrency: int, failed_visibility: int | None, stack_name: str
+) -> None:
+    """Play the SQS event source mapping: poll the template's queues, invoke the handler."""
+    settings = _local_settings()
+    try:
+        deployment = deploy(settings, stack_name=stack_name)
+        stats = _consume(
+            deployment,
+            concurrency=concurrency,
+            until_empty=until_empty,
+            failed_visibility=failed_visibility,
+            stop=_stop_on_signals(),
+        )
+    except CeleryLambdaError as exc:
+        _fail(str(exc))
+    console.print(f"{stats.batches} batches, {stats.records} records, {stats.failures} failed")
+
+
+def _consume(
+    deployment: Deployment,
+    *,
+    concurrency: int,
+    stop: threading.Event,
+    until_empty: bool = False,
+    failed_visibility: int | None = None,
+) -> ConsumeStats:
+    from infra.local.consumer import consume, handler_from_source
+
+    return consume(
+        deployment.event_sources,
+        handler_from_source,
+        concurrency=concurrency,
+        until_empty=until_empty,
+        failed_visibility=failed_visibility,
+        stop=stop,
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C), for a clean stop."""
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with suppress(KeyboardInterrupt):
-        stop.wait()
-    sys.stdout.flush()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
 
 
 @lambda_.command()

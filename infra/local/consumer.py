@@ -65,7 +65,6 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], Any]
 Clock = Callable[[], float]
 
-DEFAULT_MEMORY_MB = 128  # Lambda's default MemorySize; EventSource does not carry the template's
 START_METHOD = "spawn"
 """A fresh interpreter per poller, importing the handler as a Lambda init does. ``fork`` starts
 about a second sooner but inherits the parent's open sockets (cached boto3 clients, the Celery
@@ -128,7 +127,7 @@ def _environment_id(pid: int) -> str:
 
 
 def make_context(
-    source: EventSource, *, clock: Clock = time.time, memory_limit_in_mb: int = DEFAULT_MEMORY_MB
+    source: EventSource, *, clock: Clock = time.time, memory_limit_in_mb: int | None = None
 ) -> LambdaContext:
     """A fresh invocation context whose deadline is now + the function's timeout."""
     _, _, _, region, account, _ = source.queue_arn.split(":", 5)
@@ -136,7 +135,7 @@ def make_context(
     return LambdaContext(
         function_name=source.function,
         invoked_function_arn=f"arn:aws:lambda:{region}:{account}:function:{source.function}",
-        memory_limit_in_mb=memory_limit_in_mb,
+        memory_limit_in_mb=memory_limit_in_mb or source.memory_size,
         aws_request_id=str(uuid.uuid4()),
         log_group_name=f"/aws/lambda/{source.function}",
         log_stream_name=time.strftime("%Y/%m/%d", time.gmtime(now))

@@ -69,6 +69,7 @@ class EventSource:
     batching_window: int
     timeout: int
     report_batch_item_failures: bool
+    memory_size: int = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +303,7 @@ def _event_sources(resources: Mapping[str, Any], scope: Scope) -> tuple[EventSou
                 timeout=int(fprops.get("Timeout", 3)),
                 report_batch_item_failures="ReportBatchItemFailures"
                 in props.get("FunctionResponseTypes", []),
+                memory_size=int(fprops.get("MemorySize", 128)),
             )
         )
     return tuple(sources)
