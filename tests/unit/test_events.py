@@ -44,7 +44,7 @@ def test_every_record_has_the_lambda_shape_and_decodes(path: Path) -> None:
     assert recs
     assert len({r["messageId"] for r in recs}) == len(recs)
     for record in recs:
-        assert RECORD_KEYS <= record.keys()
+        assert record.keys() >= RECORD_KEYS
         assert record["eventSource"] == "aws:sqs"
         assert record["attributes"]["ApproximateReceiveCount"].isdigit()
         message = decode(record["body"], message_id=record["messageId"])
