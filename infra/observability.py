@@ -20,6 +20,7 @@ __all__ = [
     "METRIC_DURATION",
     "METRIC_EXPIRED",
     "METRIC_FAILED",
+    "METRIC_MACHINERY_FAILED",
     "METRIC_QUEUE_WAIT",
     "METRIC_RETRIED",
     "METRIC_REVOKED",
@@ -45,6 +46,8 @@ METRIC_DEFERRED: Final = "RecordsDeferred"
 """Not started because the invocation's deadline was near: returned to SQS."""
 METRIC_DECODE_FAILED: Final = "DecodeFailures"
 METRIC_UNKNOWN_TASK: Final = "UnknownTasks"
+METRIC_MACHINERY_FAILED: Final = "MachineryFailures"
+"""The consumer itself failed (app import, result store, SQS): the record goes back to SQS."""
 METRIC_DURATION: Final = "TaskDuration"
 METRIC_QUEUE_WAIT: Final = "QueueWait"
 

@@ -27,6 +27,7 @@ from infra.observability import (
     METRIC_DURATION,
     METRIC_EXPIRED,
     METRIC_FAILED,
+    METRIC_MACHINERY_FAILED,
     METRIC_QUEUE_WAIT,
     METRIC_RETRIED,
     METRIC_SUCCEEDED,
@@ -111,6 +112,7 @@ class Pipeline:
         except CeleryLambdaError:
             raise  # already logged with its reason where it was raised
         except Exception:
+            metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
             logger.exception("record failed in the consumer machinery; it goes back to SQS")
             raise
         finally:

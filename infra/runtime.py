@@ -9,7 +9,7 @@ from functools import cache
 from celery.utils.imports import symbol_by_name
 
 from infra.errors import ConfigurationError
-from infra.observability import logger
+from infra.observability import METRIC_MACHINERY_FAILED, MetricUnit, logger, metrics
 from infra.pipeline import Pipeline
 from infra.runner import Runner
 from infra.settings import Settings
@@ -40,6 +40,7 @@ def pipeline() -> Pipeline:
         settings = Settings.from_env()
         app = load_app(settings)
     except Exception:
+        metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
         logger.exception("cannot load the Celery app; every record goes back to SQS")
         raise
     function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or socket.gethostname()
