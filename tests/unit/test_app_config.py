@@ -1,0 +1,93 @@
+"""tasks.app's configuration agrees with the brief and with template.yaml."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from infra.config import QUEUE_VISIBILITY_TIMEOUT, transport_options
+from infra.local.template import load_template, translate
+from infra.settings import Settings
+from tasks import app
+
+
+@pytest.fixture(scope="module")
+def translated() -> dict[str, Any]:
+    return translate(load_template())
+
+
+def routed_queues() -> set[str]:
+    conf = app.conf
+    queues = {q.name for q in conf.task_queues} | {conf.task_default_queue}
+    for route in conf.task_routes.values():
+        queues.add(route["queue"] if isinstance(route, dict) else route)
+    return queues
+
+
+def template_queue_names(translated: dict[str, Any]) -> set[str]:
+    (function,) = (
+        r for r in translated["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+    )
+    subs = function["Properties"]["Environment"]["Variables"]["CELERY_QUEUE_URLS"]["Fn::Sub"]
+    return set(json.loads(subs))
+
+
+def test_json_only_utc_and_late_acks() -> None:
+    conf = app.conf
+    assert conf.task_serializer == conf.result_serializer == "json"
+    assert list(conf.accept_content) == ["json"]
+    assert conf.enable_utc and conf.timezone == "UTC"
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.result_backend == "infra.results:DynamoDBBackend"
+
+
+def test_briefs_routing_and_annotation_examples() -> None:
+    assert app.amqp.router.route({}, "tasks.upload_files")["queue"].name == "low-priority"
+    assert app.amqp.router.route({}, "tasks.add")["queue"].name == "celery"
+    assert app.conf.task_annotations["create_new_user"]["rate_limit"] == "10/s"
+    assert "tasks.add" not in app.conf.task_annotations  # the benchmark task is unthrottled
+    assert {"high-priority", "low-priority"} <= routed_queues()
+
+
+def test_every_routed_queue_has_a_template_queue_with_an_event_source(
+    translated: dict[str, Any],
+) -> None:
+    assert routed_queues() <= template_queue_names(translated)
+    esm_queues = {
+        r["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+        for r in translated["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
+    assert len(esm_queues) == len(template_queue_names(translated))
+
+
+def test_transport_visibility_matches_the_template(translated: dict[str, Any]) -> None:
+    timeout = next(
+        r["Properties"]["Timeout"]
+        for r in translated["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+    )
+    queue = translated["Resources"]["CeleryQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] == QUEUE_VISIBILITY_TIMEOUT >= 6 * timeout
+    options = transport_options(Settings.from_env({}))
+    assert options["visibility_timeout"] == QUEUE_VISIBILITY_TIMEOUT
+    assert (options["wait_time_seconds"], options["polling_interval"]) == (20, 0)
+    assert "predefined_queues" not in options
+
+
+def test_queue_urls_become_predefined_queues() -> None:
+    env = {"CELERY_QUEUE_URLS": '{"celery": "http://h/1/stack-celery"}'}
+    options = transport_options(Settings.from_env(env))
+    assert options["predefined_queues"] == {"celery": {"url": "http://h/1/stack-celery"}}
+
+
+def test_python_m_celeryconfig_checks_it() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tasks.celeryconfig"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "configuration OK" in out.stdout
