@@ -14,15 +14,20 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from infra.observability import logger, metrics
+from infra.pipeline import record_log_keys
 from infra.runtime import pipeline
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 fifo_processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+# Its constructor has no such argument; without it a FIFO batch whose every record fails raises
+# instead of returning the partial response (an invocation error on AWS).
+fifo_processor.raise_on_entire_batch_failure = False
 
 
 def record_handler(record: SQSRecord, lambda_context: Any) -> None:
     """Run one record; raising reports it in batchItemFailures."""
-    pipeline().process(record.raw_event, lambda_context)
+    with record_log_keys(record.raw_event):
+        pipeline().process(record.raw_event, lambda_context)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from infra.limits import SQS_MAX_DELAY_SECONDS
 from infra.protocol import TaskMessage
 
-__all__ = ["Delay", "Expired", "Run", "Verdict", "decide"]
+__all__ = ["Delay", "Expired", "Run", "Verdict", "aware", "decide"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +32,19 @@ class Delay:
 Verdict = Run | Expired | Delay
 
 
-def decide(message: TaskMessage, now: datetime) -> Verdict:
-    """What to do with ``message`` at ``now`` (an aware datetime)."""
-    expires = message.expires
+def aware(moment: datetime | None, tz: tzinfo) -> datetime | None:
+    """``moment`` with a time zone: naive values are in ``tz``, as a worker reads them."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=tz)
+
+
+def decide(message: TaskMessage, now: datetime, tz: tzinfo = UTC) -> Verdict:
+    """What to do with ``message`` at ``now`` (aware); naive message times are in ``tz``."""
+    expires = aware(message.expires, tz)
     if expires is not None and now > expires:
         return Expired()
-    eta = message.eta
+    eta = aware(message.eta, tz)
     if eta is not None and eta > now:
         # Round up: a message must never come back before its ETA. Long ETAs hop in 15 minutes.
         wait = math.ceil((eta - now).total_seconds())

@@ -9,17 +9,20 @@ A task that raised is not a pipeline failure: Celery recorded FAILURE and the re
 from __future__ import annotations
 
 import base64
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import states
 
 from infra import aws
 from infra.errors import CeleryLambdaError, MessageDecodeError, UnknownTaskError
-from infra.gate import Delay, Expired, decide
+from infra.gate import Delay, Expired, aware, decide
+from infra.limits import SQS_MAX_VISIBILITY_SECONDS
 from infra.observability import (
     METRIC_DECODE_FAILED,
     METRIC_DEFERRED,
@@ -42,7 +45,15 @@ from infra.runner import Outcome, Runner
 from infra.settings import Settings
 from infra.timelimits import DeadlineReached
 
-__all__ = ["SAFETY_MARGIN_SECONDS", "Pipeline", "RecordDeferred", "queue_url_for_arn"]
+__all__ = [
+    "SAFETY_MARGIN_SECONDS",
+    "Pipeline",
+    "RecordDeferred",
+    "RecordHeld",
+    "RecordRequeued",
+    "queue_url_for_arn",
+    "record_log_keys",
+]
 
 SAFETY_MARGIN_SECONDS = 5.0
 """Time kept back from the invocation deadline to report the batch and flush metrics."""
@@ -58,6 +69,27 @@ _STATE_METRICS = {
 
 class RecordDeferred(CeleryLambdaError):
     """The record was not run (or was interrupted) because the invocation is ending."""
+
+
+class RecordHeld(CeleryLambdaError):
+    """A FIFO record not yet due: kept invisible until its ETA (FIFO has no per-message delay)."""
+
+
+class RecordRequeued(CeleryLambdaError):
+    """The task raised ``Reject(requeue=True)``: the message goes back to SQS, as on a worker."""
+
+
+@contextmanager
+def record_log_keys(record: Mapping[str, Any]) -> Iterator[None]:
+    """Every log line while ``record`` is processed names it; the keys go when it is done."""
+    attrs = record.get("attributes") or {}
+    logger.append_keys(
+        message_id=record.get("messageId"), receive_count=attrs.get("ApproximateReceiveCount")
+    )
+    try:
+        yield
+    finally:
+        logger.remove_keys(["message_id", "receive_count", "task_id", "task_name"])
 
 
 def utcnow() -> datetime:
@@ -99,10 +131,6 @@ class Pipeline:
 
     def process(self, record: Mapping[str, Any], context: Any) -> Outcome:
         """Run one record through every step; raise to have it reported back to SQS."""
-        attrs = record.get("attributes", {})
-        logger.append_keys(
-            message_id=record["messageId"], receive_count=attrs.get("ApproximateReceiveCount")
-        )
         try:
             self._check_time(context)
             message = self._decode(record)
@@ -115,8 +143,6 @@ class Pipeline:
             metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
             logger.exception("record failed in the consumer machinery; it goes back to SQS")
             raise
-        finally:
-            logger.remove_keys(["message_id", "receive_count", "task_id", "task_name"])
 
     def _remaining(self, context: Any) -> float:
         return float(context.get_remaining_time_in_millis()) / 1000 - SAFETY_MARGIN_SECONDS
@@ -148,15 +174,39 @@ class Pipeline:
     def _gate_and_run(
         self, message: TaskMessage, record: Mapping[str, Any], context: Any
     ) -> Outcome:
-        verdict = decide(message, self.clock())
+        now = self.clock()
+        verdict = decide(message, now, self.app.timezone)
         if isinstance(verdict, Expired):
             metrics.add_metric(name=METRIC_EXPIRED, unit=MetricUnit.Count, value=1)
             logger.info("task expired before it ran: REVOKED", expires=str(message.expires))
             return self.runner.expire(message)
         if isinstance(verdict, Delay):
+            if record["eventSourceARN"].endswith(".fifo"):
+                self._hold(record, message, now)
             self._redelay(record, verdict.seconds)
             return Outcome(states.PENDING, 0.0)
         return self._run(message, record, context)
+
+    def _hold(self, record: Mapping[str, Any], message: TaskMessage, now: datetime) -> NoReturn:
+        """Keep a FIFO record invisible until its ETA and report it (keeping the group's order).
+
+        FIFO queues take no per-message delay, and re-sending would reorder the group. Each hold
+        is one more receive, so an ETA further away than the queue's ``maxReceiveCount`` times
+        twelve hours ends in the DLQ.
+        """
+        eta = aware(message.eta, self.app.timezone)
+        assert eta is not None  # a Delay verdict has an ETA
+        first_ms = int(record["attributes"].get("ApproximateFirstReceiveTimestamp", 0))
+        budget = SQS_MAX_VISIBILITY_SECONDS - (now.timestamp() - first_ms / 1000) - 1
+        hold = max(1, min(math.ceil((eta - now).total_seconds()), int(budget)))
+        aws.client("sqs", self.settings).change_message_visibility(
+            QueueUrl=queue_url_for_arn(record["eventSourceARN"], self.settings),
+            ReceiptHandle=record["receiptHandle"],
+            VisibilityTimeout=hold,
+        )
+        metrics.add_metric(name=METRIC_DELAYED, unit=MetricUnit.Count, value=1)
+        logger.info("FIFO task not yet due: held invisible", hold_seconds=hold)
+        raise RecordHeld(f"FIFO record held for {hold}s until its ETA")
 
     def _redelay(self, record: Mapping[str, Any], seconds: int) -> None:
         """Send the same body again, invisible for ``seconds``; the original is then acked."""
@@ -181,6 +231,12 @@ class Pipeline:
             metrics.add_metric(name=METRIC_DEFERRED, unit=MetricUnit.Count, value=1)
             logger.warning("task interrupted by the invocation deadline: returned to SQS")
             raise RecordDeferred("interrupted by the invocation deadline") from exc
+        self._record_outcome(outcome)
+        if outcome.requeue:
+            raise RecordRequeued("the task raised Reject(requeue=True)")
+        return outcome
+
+    def _record_outcome(self, outcome: Outcome) -> None:
         name = _STATE_METRICS.get(outcome.state)
         if name:
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
@@ -193,4 +249,3 @@ class Pipeline:
             duration_ms=round(outcome.duration * 1000, 1),
             exception=outcome.exception,
         )
-        return outcome

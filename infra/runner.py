@@ -32,6 +32,8 @@ class Outcome:
     state: str
     duration: float
     exception: str | None = None
+    requeue: bool = False
+    """The task raised ``Reject(requeue=True)``: the message must come back."""
 
 
 class Runner:
@@ -112,7 +114,8 @@ class Runner:
         duration = time.monotonic() - started
         if info is None:
             return Outcome(states.SUCCESS, duration)
-        return Outcome(info.state, duration, type(info.retval).__name__)
+        requeue = info.state == states.REJECTED and bool(getattr(info.retval, "requeue", False))
+        return Outcome(info.state, duration, type(info.retval).__name__, requeue)
 
     def expire(self, message: TaskMessage) -> Outcome:
         """Record REVOKED for an expired message, with the worker's reason and signal."""

@@ -6,6 +6,7 @@ import os
 import socket
 from functools import cache
 
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from celery.utils.imports import symbol_by_name
 
 from infra.errors import ConfigurationError
@@ -27,6 +28,8 @@ def load_app(settings: Settings) -> object:
         app = symbol_by_name(settings.app)
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(f"CELERY_APP={settings.app!r} cannot be imported: {exc}") from exc
+    # Celery's own lines ("Task ... succeeded", tracebacks) in the same JSON, with the record keys.
+    copy_config_to_registered_loggers(source_logger=logger, include={"celery"})
     app.loader.import_default_modules()
     app.finalize(auto=True)
     app.set_current()
