@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from celery import Celery, group, states
 from celery._state import get_current_app
 from celery.signals import before_task_publish
