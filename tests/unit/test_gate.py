@@ -50,3 +50,15 @@ def test_eta_days_away_hops_until_due_then_runs() -> None:
 def test_expiry_wins_over_eta() -> None:
     msg = message(eta=NOW + timedelta(minutes=5), expires=NOW - timedelta(seconds=1))
     assert decide(msg, NOW) == Expired()
+
+
+def test_naive_times_are_read_in_the_apps_timezone() -> None:
+    from zoneinfo import ZoneInfo
+
+    from infra.gate import aware
+
+    oslo = ZoneInfo("Europe/Oslo")
+    naive = datetime(2026, 11, 26, 13, 0)  # 12:00 UTC in Oslo (UTC+1 in November)
+    assert aware(naive, oslo) == NOW
+    assert aware(NOW, oslo) is NOW
+    assert aware(None, oslo) is None
