@@ -25,6 +25,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+bench: $(STAMP)
+	$(BIN)/celery -A tasks lambda bench
+
 events: $(STAMP)
 	$(BIN)/python -m infra.local.events
 

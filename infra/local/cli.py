@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from kombu import pools
 from rich.console import Console
 
 from infra import aws
@@ -51,6 +52,7 @@ def point_app_at(app: Any, deployment: Deployment) -> None:
         app._pool.force_close_all()
         app._pool = None
         app.amqp._producer_pool = None
+        pools.reset()  # type: ignore[no-untyped-call]  # else kombu hands back the closed pool
 
 
 def write_env_file(deployment: Deployment, path: Path = ENV_FILE) -> Path:
@@ -222,4 +224,24 @@ def demo(ctx: click.Context) -> None:
     try:
         demo_main(ctx.obj.app)
     except ConfigurationError as exc:
+        _fail(str(exc))
+
+
+@lambda_.command()
+@click.option("--tasks", "count", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    type=click.Choice(["prefork", "threads", "solo"]),
+    help="Stock worker pool to measure; repeatable (default: all three, the fastest compared).",
+)
+@click.pass_context
+def bench(ctx: click.Context, count: int, pools: tuple[str, ...]) -> None:
+    """Drain N tasks.add with a stock worker and the Lambda path: tasks/s, requests per task."""
+    from infra.local.bench import POOLS, bench_main
+
+    try:
+        bench_main(ctx.obj.app, tasks=count, pools=pools or tuple(POOLS))
+    except CeleryLambdaError as exc:
         _fail(str(exc))

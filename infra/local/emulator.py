@@ -3,10 +3,14 @@
 A real HTTP endpoint, so kombu, boto3 and Celery's backends reach it over the network exactly as
 they reach AWS. A separate process (not moto's in-process thread) keeps the emulator's work off the
 caller's GIL: on two cores the consumer and the emulator then really run side by side.
+
+The server is moto's own app behind :mod:`infra.local.moto_counting`, which counts every AWS
+request by ``service:Operation``: the performance budget is AWS requests per task, counted here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -18,8 +22,16 @@ import urllib.request
 from types import TracebackType
 
 from infra.errors import ConfigurationError
+from infra.local.moto_counting import COUNTS_PATH, RESET_PATH
 
-__all__ = ["Emulator", "LOCAL_CREDENTIALS", "free_port", "reachable"]
+__all__ = [
+    "Emulator",
+    "LOCAL_CREDENTIALS",
+    "free_port",
+    "reachable",
+    "request_counts",
+    "reset_resources",
+]
 
 LOCAL_CREDENTIALS = {
     # moto accepts any credentials; boto3 refuses to sign without some.
@@ -51,6 +63,24 @@ def reachable(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def request_counts(endpoint_url: str, *, reset: bool = False) -> dict[str, int]:
+    """AWS requests the counting emulator at ``endpoint_url`` served, by ``service:Operation``.
+
+    With ``reset`` the counts are also cleared, in the same step (nothing is lost in between).
+    """
+    path = RESET_PATH if reset else COUNTS_PATH
+    request = urllib.request.Request(f"{endpoint_url}{path}", method="POST" if reset else "GET")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        counts: dict[str, int] = json.load(response)
+    return counts
+
+
+def reset_resources(endpoint_url: str) -> None:
+    """Drop every resource in the emulator at ``endpoint_url`` (moto's reset API)."""
+    request = urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
 class Emulator:
     """moto server on ``host:port``; a context manager that starts it and stops it."""
 
@@ -72,7 +102,8 @@ class Emulator:
         """
         if self._answers():
             raise ConfigurationError(f"something already listens on {self.endpoint_url}")
-        cmd = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        server = "infra.local.moto_counting"
+        cmd = [sys.executable, "-m", server, "-H", self.host, "-p", str(self.port)]
         self._process = subprocess.Popen(
             cmd,
             env={**os.environ, **_MOTO_ENV},
@@ -100,9 +131,16 @@ class Emulator:
         self._process = None
 
     def reset(self) -> None:
-        """Drop every resource in the emulator (moto's reset API)."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
+        """Drop every resource in the emulator (moto's reset API); the counts stay."""
+        reset_resources(self.endpoint_url)
+
+    def counts(self) -> dict[str, int]:
+        """AWS requests served since the start or the last reset, by ``service:Operation``."""
+        return request_counts(self.endpoint_url)
+
+    def reset_counts(self) -> dict[str, int]:
+        """Start counting from zero; the counts until now."""
+        return request_counts(self.endpoint_url, reset=True)
 
     def _answers(self) -> bool:
         try:
