@@ -55,8 +55,9 @@ def test_progress_is_reported_while_files_upload(cloud: Deployment) -> None:
     deadline = time.monotonic() + 60
     while not result.ready():
         assert time.monotonic() < deadline
-        if result.state == "PROGRESS":
-            seen.append(result.info)
+        meta = app.backend.get_task_meta(result.id)  # state and info from one read
+        if meta["status"] == "PROGRESS":
+            seen.append(meta["result"])
         time.sleep(0.01)
     assert result.get(timeout=10)["total"] == 40
     assert seen, "never saw a PROGRESS state"
