@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from infra.observability import logger, metrics
 from infra.pipeline import record_log_keys
-from infra.runtime import pipeline
+from infra.runtime import prepare_batch, record_pipeline
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 fifo_processor = SqsFifoPartialProcessor(skip_group_on_error=True)
@@ -27,7 +27,7 @@ fifo_processor.raise_on_entire_batch_failure = False
 def record_handler(record: SQSRecord, lambda_context: Any) -> None:
     """Run one record; raising reports it in batchItemFailures."""
     with record_log_keys(record.raw_event):
-        pipeline().process(record.raw_event, lambda_context)
+        record_pipeline().process(record.raw_event, lambda_context)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -36,6 +36,7 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     """SQS event source mapping → Celery tasks; returns the partial batch response."""
     records = event.get("Records") or [{}]
     fifo = str(records[0].get("eventSourceARN", "")).endswith(".fifo")
+    prepare_batch(event, context)
     return process_partial_response(
         event=event,
         record_handler=record_handler,

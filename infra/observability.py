@@ -15,8 +15,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 __all__ = [
     "LOG_KEYS",
     "METRIC_DECODE_FAILED",
+    "METRIC_CLAIM_HELD",
     "METRIC_DEFERRED",
     "METRIC_DELAYED",
+    "METRIC_DUPLICATE",
     "METRIC_DURATION",
     "METRIC_EXPIRED",
     "METRIC_FAILED",
@@ -48,6 +50,10 @@ METRIC_DECODE_FAILED: Final = "DecodeFailures"
 METRIC_UNKNOWN_TASK: Final = "UnknownTasks"
 METRIC_MACHINERY_FAILED: Final = "MachineryFailures"
 """The consumer itself failed (app import, result store, SQS): the record goes back to SQS."""
+METRIC_DUPLICATE: Final = "DuplicatesSkipped"
+"""A redelivered task already terminal in the result store: acked without running."""
+METRIC_CLAIM_HELD: Final = "ClaimsHeldElsewhere"
+"""Another consumer holds a live claim on the task: the record comes back later."""
 METRIC_DURATION: Final = "TaskDuration"
 METRIC_QUEUE_WAIT: Final = "QueueWait"
 

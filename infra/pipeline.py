@@ -11,28 +11,32 @@ from __future__ import annotations
 import base64
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from celery import states
 
 from infra import aws
-from infra.errors import CeleryLambdaError, MessageDecodeError, UnknownTaskError
-from infra.gate import Delay, Expired, aware, decide
+from infra.claims import BatchClaims, Claimed, ClaimOutcome, ClaimRequest, Held, Revoked, Terminal
+from infra.errors import CeleryLambdaError, MessageDecodeError, StoreError, UnknownTaskError
+from infra.gate import Delay, Expired, Run, aware, decide
 from infra.limits import SQS_MAX_VISIBILITY_SECONDS
 from infra.observability import (
+    METRIC_CLAIM_HELD,
     METRIC_DECODE_FAILED,
     METRIC_DEFERRED,
     METRIC_DELAYED,
+    METRIC_DUPLICATE,
     METRIC_DURATION,
     METRIC_EXPIRED,
     METRIC_FAILED,
     METRIC_MACHINERY_FAILED,
     METRIC_QUEUE_WAIT,
     METRIC_RETRIED,
+    METRIC_REVOKED,
     METRIC_SUCCEEDED,
     METRIC_UNKNOWN_TASK,
     MetricUnit,
@@ -48,6 +52,7 @@ from infra.timelimits import DeadlineReached
 __all__ = [
     "SAFETY_MARGIN_SECONDS",
     "Pipeline",
+    "RecordClaimedElsewhere",
     "RecordDeferred",
     "RecordHeld",
     "RecordRequeued",
@@ -75,6 +80,10 @@ class RecordHeld(CeleryLambdaError):
     """A FIFO record not yet due: kept invisible until its ETA (FIFO has no per-message delay)."""
 
 
+class RecordClaimedElsewhere(CeleryLambdaError):
+    """Another consumer holds a live claim on this task id; the record comes back later."""
+
+
 class RecordRequeued(CeleryLambdaError):
     """The task raised ``Reject(requeue=True)``: the message goes back to SQS, as on a worker."""
 
@@ -90,6 +99,20 @@ def record_log_keys(record: Mapping[str, Any]) -> Iterator[None]:
         yield
     finally:
         logger.remove_keys(["message_id", "receive_count", "task_id", "task_name"])
+
+
+def _claim_request(message: TaskMessage) -> ClaimRequest:
+    return ClaimRequest(message.task_id, root_id=message.root_id, group_id=message.group)
+
+
+def _owner(context: Any) -> str:
+    """Who holds a claim: the invocation's request id."""
+    return f"lambda:{getattr(context, 'aws_request_id', None) or 'local'}"
+
+
+def _lease_until(context: Any) -> float:
+    """Claims last until the invocation's deadline: after it the holder is surely gone."""
+    return time.time() + float(context.get_remaining_time_in_millis()) / 1000
 
 
 def utcnow() -> datetime:
@@ -128,6 +151,36 @@ class Pipeline:
     runner: Runner
     settings: Settings
     clock: Callable[[], datetime] = utcnow
+    claims: BatchClaims | None = None
+    """None: no claims (the app's result backend is not the results table)."""
+    _decoded: dict[str, TaskMessage] = field(default_factory=dict)
+
+    def prepare(self, records: Sequence[Mapping[str, Any]], context: Any) -> None:
+        """Decode the batch and claim its runnable tasks in one request, before processing."""
+        self._decoded.clear()
+        if self.claims is None:
+            return
+        now = self.clock()
+        items = []
+        for record in records:
+            message = self._quiet_decode(record)
+            if message is None or message.task_name not in self.app.tasks:
+                continue
+            if isinstance(decide(message, now, self.app.timezone), Run):
+                items.append((record["messageId"], _claim_request(message)))
+        if items:
+            self.claims.prepare(items, _owner(context), _lease_until(context))
+
+    def _quiet_decode(self, record: Mapping[str, Any]) -> TaskMessage | None:
+        """Decode for the batch claim; errors are reported when the record is processed."""
+        try:
+            message = decode(
+                record["body"], message_id=record["messageId"], accept=self.app.conf.accept_content
+            )
+        except (MessageDecodeError, KeyError, TypeError):
+            return None
+        self._decoded[record["messageId"]] = message
+        return message
 
     def process(self, record: Mapping[str, Any], context: Any) -> Outcome:
         """Run one record through every step; raise to have it reported back to SQS."""
@@ -154,6 +207,9 @@ class Pipeline:
             raise RecordDeferred("invocation deadline near; record not started")
 
     def _decode(self, record: Mapping[str, Any]) -> TaskMessage:
+        cached = self._decoded.pop(record["messageId"], None)
+        if cached is not None:
+            return cached
         try:
             return decode(
                 record["body"], message_id=record["messageId"], accept=self.app.conf.accept_content
@@ -219,7 +275,41 @@ class Pipeline:
         metrics.add_metric(name=METRIC_DELAYED, unit=MetricUnit.Count, value=1)
         logger.info("task not yet due: re-sent with a delay", delay_seconds=seconds)
 
+    def _claim(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> ClaimOutcome:
+        if self.claims is None:
+            return Claimed()
+        try:
+            return self.claims.outcome(
+                record["messageId"], _claim_request(message), _owner(context), _lease_until(context)
+            )
+        except StoreError:
+            metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
+            logger.exception("claiming the task failed; the record goes back to SQS")
+            raise
+
+    def _claimed_or_settled(
+        self, message: TaskMessage, record: Mapping[str, Any], context: Any
+    ) -> Outcome | None:
+        """None when this consumer may run the task; otherwise how the record was settled."""
+        claim = self._claim(message, record, context)
+        if isinstance(claim, Terminal):
+            metrics.add_metric(name=METRIC_DUPLICATE, unit=MetricUnit.Count, value=1)
+            logger.info("task already finished: acked without running", state=claim.state)
+            return Outcome(claim.state, 0.0, "duplicate")
+        if isinstance(claim, Held):
+            metrics.add_metric(name=METRIC_CLAIM_HELD, unit=MetricUnit.Count, value=1)
+            logger.info("task is running elsewhere: record comes back later", owner=claim.owner)
+            raise RecordClaimedElsewhere(f"claimed by {claim.owner} until {claim.lease_until}")
+        if isinstance(claim, Revoked):
+            metrics.add_metric(name=METRIC_REVOKED, unit=MetricUnit.Count, value=1)
+            logger.info("task revoked: REVOKED, not run", revoked_id=claim.by)
+            return self.runner.revoke(message, "revoked")
+        return None
+
     def _run(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> Outcome:
+        settled = self._claimed_or_settled(message, record, context)
+        if settled is not None:
+            return settled
         sent_ms = record.get("attributes", {}).get("SentTimestamp")
         if sent_ms:
             wait = max(time.time() * 1000 - int(sent_ms), 0)

@@ -119,16 +119,18 @@ class Runner:
 
     def expire(self, message: TaskMessage) -> Outcome:
         """Record REVOKED for an expired message, with the worker's reason and signal."""
+        return self.revoke(message, "expired", expired=True)
+
+    def revoke(self, message: TaskMessage, reason: str, *, expired: bool = False) -> Outcome:
+        """Record REVOKED without running, as a worker does for a revoked or expired task."""
         task = self.task(message)
         context = Context(self.request(message))
-        task.backend.mark_as_revoked(
-            message.task_id,
-            "expired",
-            request=context,
-            store_result=task.store_errors_even_if_ignored or not task.ignore_result,
+        store = task.store_errors_even_if_ignored or not task.ignore_result
+        task.backend.mark_as_revoked(message.task_id, reason, request=context, store_result=store)
+        task_revoked.send(
+            sender=task, request=context, terminated=False, signum=None, expired=expired
         )
-        task_revoked.send(sender=task, request=context, terminated=False, signum=None, expired=True)
-        return Outcome(states.REVOKED, 0.0, "expired")
+        return Outcome(states.REVOKED, 0.0, reason)
 
     def _tracer(self, name: str) -> Any:
         if name not in self._tracers:

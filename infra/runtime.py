@@ -5,20 +5,25 @@ from __future__ import annotations
 import os
 import socket
 from functools import cache
+from typing import Any
 
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from celery import states
 from celery.utils.imports import symbol_by_name
 
+from infra import aws
+from infra.claims import BatchClaims, ClaimStore
 from infra.errors import ConfigurationError
 from infra.observability import METRIC_MACHINERY_FAILED, MetricUnit, logger, metrics
 from infra.pipeline import Pipeline
+from infra.results import DynamoDBBackend
 from infra.runner import Runner
 from infra.settings import Settings
 
 __all__ = ["load_app", "pipeline"]
 
 
-def load_app(settings: Settings) -> object:
+def load_app(settings: Settings) -> Any:
     """Import ``CELERY_APP`` and prepare it as a worker prepares its app.
 
     Raises:
@@ -38,13 +43,60 @@ def load_app(settings: Settings) -> object:
 
 @cache
 def pipeline() -> Pipeline:
-    """The pipeline of this container, created on the first invocation (never at import)."""
+    """The pipeline of this container, created on the first invocation (never at import).
+
+    Raises:
+        Exception: the app cannot be loaded (a failed load is retried on the next call).
+    """
+    settings = Settings.from_env()
+    app = load_app(settings)
+    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or socket.gethostname()
+    return Pipeline(
+        app=app,
+        runner=Runner(app, hostname=f"lambda@{function}"),
+        settings=settings,
+        claims=batch_claims(app, settings),
+    )
+
+
+def batch_claims(app: Any, settings: Settings) -> BatchClaims | None:
+    """Claims in the results table, when the app keeps its results there (else None)."""
+    backend = app.backend
+    if not isinstance(backend, DynamoDBBackend):
+        logger.warning("result backend is not the results table: tasks run without claims")
+        return None
+
+    def pending(task_id: str) -> bytes:
+        meta = {"status": states.PENDING, "result": None, "traceback": None}
+        data = backend.encode({**meta, "children": [], "date_done": None, "task_id": task_id})
+        return data if isinstance(data, bytes) else str(data).encode()
+
+    store = ClaimStore(
+        aws.client("dynamodb", settings),
+        backend.table_name,
+        pending,
+        ttl_seconds=backend.time_to_live_seconds,
+    )
+    return BatchClaims(store)
+
+
+def record_pipeline() -> Pipeline:
+    """The pipeline for a record; a load failure is logged and counted with the record's keys."""
     try:
-        settings = Settings.from_env()
-        app = load_app(settings)
+        return pipeline()
     except Exception:
         metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
         logger.exception("cannot load the Celery app; every record goes back to SQS")
         raise
-    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or socket.gethostname()
-    return Pipeline(app=app, runner=Runner(app, hostname=f"lambda@{function}"), settings=settings)
+
+
+def prepare_batch(event: dict[str, Any], context: Any) -> None:
+    """Claim the batch's tasks in one request; on any trouble records claim one by one."""
+    try:
+        pipe = pipeline()
+    except Exception:  # every record reports the load failure when it is processed
+        return
+    try:
+        pipe.prepare(event.get("Records") or [], context)
+    except Exception:
+        logger.exception("preparing the batch failed; claiming record by record")
