@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from celery import states
 
 from infra.errors import StoreError
 from infra.items import (
@@ -43,6 +44,7 @@ __all__ = [
     "Held",
     "Revoked",
     "Terminal",
+    "store_for_app",
 ]
 
 
@@ -374,3 +376,25 @@ class BatchClaims:
         if self._error is not None:
             raise self._error
         return self.store.claim([request], owner, lease_until)[request.task_id]
+
+
+def store_for_app(app: Any) -> ClaimStore | None:
+    """The claim store in the app's results table, or None when results are kept elsewhere."""
+    from infra import aws
+    from infra.results import DynamoDBBackend
+
+    backend = app.backend
+    if not isinstance(backend, DynamoDBBackend):
+        return None
+
+    def pending(task_id: str) -> bytes:
+        meta = {"status": states.PENDING, "result": None, "traceback": None}
+        data = backend.encode({**meta, "children": [], "date_done": None, "task_id": task_id})
+        return data if isinstance(data, bytes) else str(data).encode()
+
+    return ClaimStore(
+        aws.client("dynamodb", backend.settings),
+        backend.table_name,
+        pending,
+        ttl_seconds=backend.time_to_live_seconds,
+    )

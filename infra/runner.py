@@ -21,6 +21,7 @@ from celery.signals import task_revoked
 from infra.errors import UnknownTaskError
 from infra.protocol import TaskMessage
 from infra.timelimits import time_limits
+from infra.worker import CLAIMED_BY_CONSUMER
 
 __all__ = ["Outcome", "Runner"]
 
@@ -76,6 +77,7 @@ class Runner:
             "loglevel": None,
             "logfile": None,
             "is_eager": False,
+            CLAIMED_BY_CONSUMER: True,
         }
         request.update(message.embed)
         return request

@@ -8,15 +8,12 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from celery import states
 from celery.utils.imports import symbol_by_name
 
-from infra import aws
-from infra.claims import BatchClaims, ClaimStore
+from infra.claims import BatchClaims, store_for_app
 from infra.errors import ConfigurationError
 from infra.observability import METRIC_MACHINERY_FAILED, MetricUnit, logger, metrics
 from infra.pipeline import Pipeline
-from infra.results import DynamoDBBackend
 from infra.runner import Runner
 from infra.settings import Settings
 
@@ -55,28 +52,16 @@ def pipeline() -> Pipeline:
         app=app,
         runner=Runner(app, hostname=f"lambda@{function}"),
         settings=settings,
-        claims=batch_claims(app, settings),
+        claims=batch_claims(app),
     )
 
 
-def batch_claims(app: Any, settings: Settings) -> BatchClaims | None:
+def batch_claims(app: Any) -> BatchClaims | None:
     """Claims in the results table, when the app keeps its results there (else None)."""
-    backend = app.backend
-    if not isinstance(backend, DynamoDBBackend):
+    store = store_for_app(app)
+    if store is None:
         logger.warning("result backend is not the results table: tasks run without claims")
         return None
-
-    def pending(task_id: str) -> bytes:
-        meta = {"status": states.PENDING, "result": None, "traceback": None}
-        data = backend.encode({**meta, "children": [], "date_done": None, "task_id": task_id})
-        return data if isinstance(data, bytes) else str(data).encode()
-
-    store = ClaimStore(
-        aws.client("dynamodb", settings),
-        backend.table_name,
-        pending,
-        ttl_seconds=backend.time_to_live_seconds,
-    )
     return BatchClaims(store)
 
 

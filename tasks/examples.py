@@ -15,6 +15,7 @@ from celery.result import AsyncResult
 
 from infra import aws
 from infra.settings import Settings
+from infra.worker import ClaimingTask
 from tasks.application import app
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def dump_context(self: celery.Task, x: Any, y: Any) -> dict[str, Any]:
     }
 
 
-class LoggedTask(celery.Task):  # type: ignore[misc]
+class LoggedTask(ClaimingTask):
     """The brief's custom base class: report failures through ``on_failure``."""
 
     def on_failure(

@@ -245,3 +245,19 @@ def bench(ctx: click.Context, count: int, pools: tuple[str, ...]) -> None:
         bench_main(ctx.obj.app, tasks=count, pools=pools or tuple(POOLS))
     except CeleryLambdaError as exc:
         _fail(str(exc))
+
+
+@lambda_.command("revoke")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--reason", default="revoked", show_default=True)
+@click.pass_context
+def revoke_command(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
+    """Revoke task, group or workflow-root ids (both consumers check before running)."""
+    from infra.revoke import revoke
+
+    try:
+        recorded = revoke(ctx.obj.app, ids, reason)
+    except CeleryLambdaError as exc:
+        _fail(str(exc))
+    for task_id in recorded:
+        click.echo(f"revoked {task_id}")
