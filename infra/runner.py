@@ -12,18 +12,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from billiard.einfo import ExceptionInfo
+from billiard.exceptions import TimeLimitExceeded
 from celery import states
 from celery._state import _set_task_join_will_block, task_join_will_block
 from celery.app.task import Context
 from celery.app.trace import build_tracer
-from celery.signals import task_revoked
+from celery.signals import task_failure, task_revoked
+from celery.utils.log import get_logger
 
 from infra.errors import UnknownTaskError
 from infra.protocol import TaskMessage
-from infra.timelimits import time_limits
+from infra.timelimits import HardTimeLimitReached, time_limits
 from infra.worker import CLAIMED_BY_CONSUMER
 
 __all__ = ["Outcome", "Runner"]
+
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,8 @@ class Runner:
                 _, info, _, _ = tracer(
                     message.task_id, list(message.args), message.kwargs, self.request(message)
                 )
+        except HardTimeLimitReached as exc:
+            return self._hard_timeout(message, exc.seconds, time.monotonic() - started)
         finally:
             _set_task_join_will_block(would_block)
         duration = time.monotonic() - started
@@ -133,6 +140,33 @@ class Runner:
             sender=task, request=context, terminated=False, signum=None, expired=expired
         )
         return Outcome(states.REVOKED, 0.0, reason)
+
+    def _hard_timeout(self, message: TaskMessage, seconds: float, duration: float) -> Outcome:
+        """FAILURE with TimeLimitExceeded, hooks and signal, as a worker's parent records it."""
+        task = self.task(message)
+        context = Context(self.request(message))
+        exc = TimeLimitExceeded(seconds)
+        logger.error(
+            "Hard time limit (%ss) exceeded for %s[%s]", seconds, task.name, message.task_id
+        )
+        task.backend.mark_as_failure(message.task_id, exc, request=context)
+        try:
+            raise exc
+        except TimeLimitExceeded:
+            einfo = ExceptionInfo()
+        args, kwargs = list(message.args), message.kwargs
+        task.on_failure(exc, message.task_id, args, kwargs, einfo)
+        task.after_return(states.FAILURE, exc, message.task_id, args, kwargs, None)
+        task_failure.send(
+            sender=task,
+            task_id=message.task_id,
+            exception=exc,
+            args=args,
+            kwargs=kwargs,
+            traceback=None,
+            einfo=einfo,
+        )
+        return Outcome(states.FAILURE, duration, "TimeLimitExceeded")
 
     def _tracer(self, name: str) -> Any:
         if name not in self._tracers:

@@ -2,10 +2,12 @@
 
 A prefork worker kills the child at the hard limit; a Lambda invocation has no child to kill, so
 both limits are signals (``ITIMER_REAL``) that raise inside the running task. The soft limit raises
-:class:`SoftTimeLimitExceeded` (the task may catch it and clean up); the hard limit raises
-:class:`TimeLimitExceeded` (recorded as FAILURE by Celery's tracer, exactly like a worker).
-The invocation deadline raises :class:`DeadlineReached`, a ``BaseException`` that passes through
-the tracer unrecorded: the record goes back to SQS and runs again with a full invocation.
+:class:`SoftTimeLimitExceeded` (the task may catch it and clean up). The hard limit raises
+:class:`HardTimeLimitReached`, a ``BaseException`` that a task's ``except Exception`` cannot
+swallow and that passes through Celery's tracer; the runner then records FAILURE with
+``TimeLimitExceeded`` exactly as a worker's parent does after killing the child. The invocation
+deadline raises :class:`DeadlineReached`, also a ``BaseException``, left unrecorded: the record goes
+back to SQS and runs again with a full invocation.
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from billiard.exceptions import SoftTimeLimitExceeded
 
-__all__ = ["DeadlineReached", "time_limits"]
+__all__ = ["DeadlineReached", "HardTimeLimitReached", "time_limits"]
+
+
+class HardTimeLimitReached(BaseException):  # noqa: N818  (a signal, like KeyboardInterrupt)
+    """The task's hard time limit passed; ``seconds`` is the limit."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 class DeadlineReached(BaseException):  # noqa: N818  (a signal, like KeyboardInterrupt)
@@ -34,7 +44,7 @@ def _plan(
     if soft:
         events.append((soft, SoftTimeLimitExceeded(soft)))
     if hard:
-        events.append((hard, TimeLimitExceeded(hard)))
+        events.append((hard, HardTimeLimitReached(hard)))
     if deadline is not None:
         events.append((max(deadline, 0.001), DeadlineReached(f"{deadline:.1f}s left")))
     return sorted(events, key=lambda event: event[0])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 import pytest
-from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from billiard.exceptions import SoftTimeLimitExceeded
 
-from infra.timelimits import DeadlineReached, time_limits
+from infra.timelimits import DeadlineReached, HardTimeLimitReached, time_limits
 
 
 def busy(seconds: float) -> None:
@@ -28,7 +29,7 @@ def test_soft_limit_raises_inside_and_can_be_handled() -> None:
 
 
 def test_hard_limit_follows_a_swallowed_soft_limit() -> None:
-    with pytest.raises(TimeLimitExceeded), time_limits(soft=0.05, hard=0.15):
+    with pytest.raises(HardTimeLimitReached), time_limits(soft=0.05, hard=0.15):
         try:
             busy(1)
         except SoftTimeLimitExceeded:
@@ -37,9 +38,16 @@ def test_hard_limit_follows_a_swallowed_soft_limit() -> None:
 
 def test_sleeping_code_is_interrupted_too() -> None:
     started = time.monotonic()
-    with pytest.raises(TimeLimitExceeded), time_limits(soft=None, hard=0.1):
+    with pytest.raises(HardTimeLimitReached), time_limits(soft=None, hard=0.1):
         time.sleep(5)
     assert time.monotonic() - started < 2
+
+
+def test_hard_limit_cannot_be_swallowed_by_except_exception() -> None:
+    with pytest.raises(HardTimeLimitReached), time_limits(soft=None, hard=0.05):
+        with contextlib.suppress(Exception):  # a task's broad handler must not survive it
+            busy(1)
+        busy(1)
 
 
 def test_deadline_before_the_hard_limit_is_a_deadline_not_a_failure() -> None:
