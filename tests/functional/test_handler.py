@@ -610,12 +610,6 @@ def test_reject_with_requeue_goes_back_to_sqs(queues: Queues) -> None:
     assert failed == [messages[0]["MessageId"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="GAP: pipeline step 3's 'already terminal in the result store -> acked without "
-    "running' and step 4's claim are not implemented; a redelivered finished task runs again.",
-)
 def test_redelivered_finished_task_does_not_run_again(queues: Queues) -> None:
     url = queues.source.queue_url
     done = marker()

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from infra.errors import ConfigurationError
+from infra.items import INDEX_BY_STATUS, INDEX_BY_TASK, INDEX_BY_TIME
 from infra.limits import VISIBILITY_TIMEOUT_FACTOR
 from infra.local.template import (
     DUMMY_CODE_URI,
@@ -78,6 +79,15 @@ FORBIDDEN_ACTIONS = (
     "dynamodb:UpdateTimeToLive",
     "dynamodb:Scan",
 )
+# Celery's key, and the index keys infra.results writes (timestamp is Celery's own, a number).
+RESULTS_ATTRIBUTE_TYPES = {
+    "id": "S",
+    "status": "S",
+    "task_name": "S",
+    "kind": "S",
+    "timestamp": "N",
+}
+RESULTS_INDEXES = {INDEX_BY_STATUS: "status", INDEX_BY_TASK: "task_name", INDEX_BY_TIME: "kind"}
 SQS_DEFAULT_VISIBILITY = 30
 SQS_DEFAULT_RETENTION = 345_600
 LAMBDA_DEFAULT_TIMEOUT = 3
@@ -220,13 +230,29 @@ def iam_problems(template: Template) -> list[str]:
 
 
 def results_table_problems(template: Template) -> list[str]:
-    """The results table has exactly the key Celery's DynamoDB backend reads, and a TTL."""
+    """The results table: the key stock Celery reads, a TTL, the indexes ``infra.items`` names."""
     table = props(template, "ResultsTable")
     problems = []
     if table.get("KeySchema") != [{"AttributeName": "id", "KeyType": "HASH"}]:
         problems.append(f"KeySchema {table.get('KeySchema')}")
-    if table.get("AttributeDefinitions") != [{"AttributeName": "id", "AttributeType": "S"}]:
+    types = {d["AttributeName"]: d["AttributeType"] for d in table.get("AttributeDefinitions", [])}
+    if types != RESULTS_ATTRIBUTE_TYPES:
         problems.append(f"AttributeDefinitions {table.get('AttributeDefinitions')}")
+    indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
+    for name, partition in RESULTS_INDEXES.items():
+        expected = [
+            {"AttributeName": partition, "KeyType": "HASH"},
+            {"AttributeName": "timestamp", "KeyType": "RANGE"},
+        ]
+        index = indexes.get(name, {})
+        if index.get("KeySchema") != expected:
+            problems.append(f"index {name}: {index.get('KeySchema')}")
+        # Copying `result` (up to ~350 KB) into an index multiplies the cost of every write.
+        projection = index.get("Projection", {})
+        if projection.get("ProjectionType") != "INCLUDE" or "result" in projection.get(
+            "NonKeyAttributes", []
+        ):
+            problems.append(f"index {name} projects the result: {projection}")
     if table.get("TimeToLiveSpecification") != {"AttributeName": "ttl", "Enabled": True}:
         problems.append(f"TimeToLiveSpecification {table.get('TimeToLiveSpecification')}")
     return problems
@@ -321,6 +347,24 @@ BREAKAGES: dict[str, tuple[str, Callable[[Template], object]]] = {
         ),
     ),
     "no-ttl": ("results-table", lambda t: props(t, "ResultsTable").pop("TimeToLiveSpecification")),
+    "no-indexes": (
+        "results-table",
+        lambda t: props(t, "ResultsTable").pop("GlobalSecondaryIndexes"),
+    ),
+    "index-projects-all": (
+        "results-table",
+        lambda t: props(t, "ResultsTable")["GlobalSecondaryIndexes"][0].update(
+            Projection={"ProjectionType": "ALL"}
+        ),
+    ),
+    "string-timestamp": (
+        "results-table",
+        lambda t: [
+            d.update(AttributeType="S")
+            for d in props(t, "ResultsTable")["AttributeDefinitions"]
+            if d["AttributeName"] == "timestamp"
+        ],
+    ),
     "public-bucket": (
         "bucket",
         lambda t: props(t, "ResultsBucket")["PublicAccessBlockConfiguration"].update(
