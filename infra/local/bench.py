@@ -239,7 +239,10 @@ class Bench:
         states = [AsyncResult(task_id, app=self.app).state for task_id in ids]
         failed = len(states) - states.count("SUCCESS")
         if failed:
-            raise CeleryLambdaError(f"{label}: {failed} of {len(ids)} tasks did not succeed")
+            seen = {state: states.count(state) for state in sorted(set(states))}
+            raise CeleryLambdaError(
+                f"{label}: {failed} of {len(ids)} tasks did not succeed (states: {seen})"
+            )
 
 
 def _consume_child(
