@@ -58,6 +58,9 @@ def pipeline() -> Pipeline:
 
 def batch_claims(app: Any) -> BatchClaims | None:
     """Claims in the results table, when the app keeps its results there (else None)."""
+    if not Settings.from_env().claims:
+        logger.warning("CELERY_LAMBDA_CLAIMS=off: tasks run without claims")
+        return None
     store = store_for_app(app)
     if store is None:
         logger.warning("result backend is not the results table: tasks run without claims")

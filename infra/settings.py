@@ -48,6 +48,22 @@ def _queue_urls(raw: str | None) -> Mapping[str, str]:
     return MappingProxyType(dict(parsed))
 
 
+def _flag(raw: str | None, *, default: bool) -> bool:
+    """An on/off variable.
+
+    Raises:
+        ConfigurationError: a value that is neither.
+    """
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "on", "true", "yes"}:
+        return True
+    if value in {"0", "off", "false", "no"}:
+        return False
+    raise ConfigurationError(f"expected on/off, got {raw!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the runtime needs to know about where it runs."""
@@ -61,6 +77,8 @@ class Settings:
     results_bucket: str = DEFAULT_RESULTS_BUCKET
     users_table: str = DEFAULT_USERS_TABLE
     service_endpoints: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    claims: bool = True
+    """Claim task ids before running them (``CELERY_LAMBDA_CLAIMS=off`` disables it)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +101,7 @@ class Settings:
             results_table=env.get("RESULTS_TABLE") or DEFAULT_RESULTS_TABLE,
             results_bucket=env.get("RESULTS_BUCKET") or DEFAULT_RESULTS_BUCKET,
             users_table=env.get("USERS_TABLE") or DEFAULT_USERS_TABLE,
+            claims=_flag(env.get("CELERY_LAMBDA_CLAIMS"), default=True),
             service_endpoints=MappingProxyType(
                 {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
             ),

@@ -16,6 +16,7 @@ from celery.exceptions import Ignore, Reject
 
 from infra.claims import ClaimRequest, Held, Revoked, Terminal, store_for_app
 from infra.config import QUEUE_VISIBILITY_TIMEOUT
+from infra.settings import Settings
 
 __all__ = ["CLAIMED_BY_CONSUMER", "ClaimingTask"]
 
@@ -31,7 +32,7 @@ class ClaimingTask(celery.Task):  # type: ignore[misc]
         request = self.request
         if request.called_directly or request.is_eager or request.get(CLAIMED_BY_CONSUMER):
             return
-        store = store_for_app(self.app)
+        store = store_for_app(self.app) if Settings.from_env().claims else None
         if store is None:
             return
         claim = ClaimRequest(task_id, root_id=request.root_id, group_id=request.group)

@@ -149,7 +149,7 @@ class Bench:
         with tempfile.TemporaryFile() as log:
             process = subprocess.Popen(
                 self._worker_command(pool, concurrency, multiplier),
-                env=self.env,
+                env={**self.env, "CELERY_LAMBDA_CLAIMS": "off"},  # the stock reference
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -170,20 +170,22 @@ class Bench:
             *("--loglevel", "WARNING", "--hostname", f"bench-{pool}@%h"),
         ]
 
-    def lambda_path(self, concurrency: int = LAMBDA_CONCURRENCY) -> tuple[Run, Run]:
+    def lambda_path(
+        self, concurrency: int = LAMBDA_CONCURRENCY, *, claims: bool = True
+    ) -> tuple[Run, Run]:
         """Drain with the event-source emulator and ``handlers.sqs.handler``: (publish, drain).
 
         ``consume`` runs in a spawned helper process, so the forks of its pollers never copy
         this process's threads or sockets, and this process is free to watch.
         """
-        label = f"lambda c={concurrency}"
+        label = f"lambda c={concurrency}" + ("" if claims else " no claims")
         self.redeploy()
         ids, published = self.publish()
         context = multiprocessing.get_context("spawn")
         reader, writer = context.Pipe(duplex=False)
         stop = context.Event()
         helper = context.Process(
-            target=_consume_child, args=(self.source, concurrency, stop, writer)
+            target=_consume_child, args=(self.source, concurrency, stop, writer, claims)
         )
         helper.start()
         writer.close()
@@ -246,13 +248,14 @@ class Bench:
 
 
 def _consume_child(
-    source: EventSource, concurrency: int, stop: StopSignal, results: Connection
+    source: EventSource, concurrency: int, stop: StopSignal, results: Connection, claims: bool
 ) -> None:
     """The helper process: consume ``source`` until it is empty or ``stop``; None or the error."""
     from infra.local.consumer import consume, handler_from_source
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which sets stop
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ["CELERY_LAMBDA_CLAIMS"] = "on" if claims else "off"
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the handler's CloudWatch EMF lines; on AWS they go to the log
     try:
@@ -303,7 +306,7 @@ def _top(run: Run, exclude: Iterable[str] = (), limit: int = 4) -> str:
     return ", ".join(shown) + (f", other {rest:.2f}" if rest >= 0.005 else "")
 
 
-def render(workers: list[Run], lambda_run: Run, publish: Run) -> Table:
+def render(workers: list[Run], lambda_run: Run, publish: Run, unclaimed: Run) -> Table:
     """The table: each worker pool, the Lambda path (function only and with event source)."""
     best = max(workers, key=lambda run: run.rate)
     table = Table(title=f"drain of {lambda_run.tasks} tasks.add on the embedded emulator")
@@ -315,6 +318,7 @@ def render(workers: list[Run], lambda_run: Run, publish: Run) -> Table:
     rows += [
         (lambda_run, f"{lambda_run.path}, function only", ESM_OPERATIONS),
         (lambda_run, f"{lambda_run.path}, with event source", ()),
+        (unclaimed, f"{unclaimed.path}, function only", ESM_OPERATIONS),
     ]
     for run, label, exclude in rows:
         table.add_row(
@@ -333,11 +337,27 @@ def render(workers: list[Run], lambda_run: Run, publish: Run) -> Table:
     return table
 
 
-def budget_lines(workers: list[Run], lambda_run: Run) -> list[str]:
+def write_units(run: Run, claims: bool) -> float:
+    """DynamoDB write units per task, estimated for items under 1 KB.
+
+    A plain UpdateItem costs 1 WCU; a transactional update (the claim) costs 2.
+    """
+    updates = run.counts.get("dynamodb:UpdateItem", 0) + run.counts.get("dynamodb:PutItem", 0)
+    return (updates + (2 * run.tasks if claims else 0)) / run.tasks
+
+
+def budget_lines(workers: list[Run], lambda_run: Run, unclaimed: Run) -> list[str]:
     """DESIGN's performance budget beside the measured figures (printed, never asserted)."""
     best = max(workers, key=lambda run: run.rate)
     function_only = lambda_run.requests_per_task(ESM_OPERATIONS)
+    dynamodb = {op: n for op, n in lambda_run.per_task().items() if op.startswith("dynamodb:")}
+    bare = {op: n for op, n in unclaimed.per_task().items() if op.startswith("dynamodb:")}
     return [
+        f"Lambda path DynamoDB requests/task: with claims {sum(dynamodb.values()):.2f} "
+        f"({', '.join(f'{op} {n:.2f}' for op, n in dynamodb.items())}), "
+        f"without {sum(bare.values()):.2f}; write units/task (estimated, items "
+        f"< 1 KB): with claims {write_units(lambda_run, True):.1f}, "
+        f"without {write_units(unclaimed, False):.1f}",
         f"budget: <= {BUDGET_REQUESTS} requests/task on the Lambda path -- measured "
         f"{function_only:.2f} function only, "
         f"{lambda_run.requests_per_task():.2f} with event source",
@@ -367,11 +387,13 @@ def bench_main(app: Any, tasks: int = 500, pools: Iterable[str] = tuple(POOLS)) 
             workers.append(bench.worker(pool)[1])
         log.print(f"Lambda path, concurrency {LAMBDA_CONCURRENCY}: publishing, draining…")
         publish, lambda_run = bench.lambda_path()
-    out.print(render(workers, lambda_run, publish))
+        log.print("Lambda path without claims (CELERY_LAMBDA_CLAIMS=off): publishing, draining…")
+        _, unclaimed = bench.lambda_path(claims=False)
+    out.print(render(workers, lambda_run, publish, unclaimed))
     out.print(
         f"timed from the consumer's first ReceiveMessage to an empty queue (checked every "
         f"{POLL_SECONDS}s; those GetQueueAttributes are subtracted); "
         f"function only = without {', '.join(sorted(ESM_OPERATIONS))}"
     )
-    for line in budget_lines(workers, lambda_run):
+    for line in budget_lines(workers, lambda_run, unclaimed):
         out.print(line)

@@ -55,3 +55,15 @@ def test_values_and_per_service_endpoints() -> None:
 def test_bad_values_are_refused_with_the_reason(env: dict[str, str], reason: str) -> None:
     with pytest.raises(ConfigurationError, match=reason):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("off", False), ("0", False), ("ON", True), ("", True)]
+)
+def test_claims_switch(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"CELERY_LAMBDA_CLAIMS": raw}).claims is expected
+
+
+def test_claims_switch_refuses_nonsense() -> None:
+    with pytest.raises(ConfigurationError, match="on/off"):
+        Settings.from_env({"CELERY_LAMBDA_CLAIMS": "maybe"})
