@@ -35,6 +35,7 @@ from infra.local.consumer import (
     resolve_handler,
 )
 from infra.local.deploy import Deployment, EventSource
+from tests.sqs_helpers import counts, queue_with_dlq
 
 MakeSource = Callable[..., EventSource]
 Response = Callable[[dict[str, Any]], Any]
@@ -127,18 +128,17 @@ def make_source(cloud: Deployment) -> Iterator[MakeSource]:
     created: list[str] = []
 
     def make(*, max_receive_count: int = 5, fifo: bool = False, **fields: Any) -> EventSource:
-        name = f"test-{uuid.uuid4().hex[:12]}"
-        suffix, extra = (".fifo", {"FifoQueue": "true"}) if fifo else ("", {})
-        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq{suffix}", Attributes=extra)["QueueUrl"]
-        redrive = {"deadLetterTargetArn": arn(dlq_url), "maxReceiveCount": max_receive_count}
-        attributes = {"VisibilityTimeout": "30", "RedrivePolicy": json.dumps(redrive), **extra}
-        url = sqs.create_queue(QueueName=f"{name}{suffix}", Attributes=attributes)["QueueUrl"]
-        created.extend([url, dlq_url])
+        name = f"test-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
+        queue = queue_with_dlq(
+            name, max_receive_count=max_receive_count, attributes={"VisibilityTimeout": "30"}
+        )
+        url = queue.url
+        created.extend([url, queue.dlq_url])
         defaults: dict[str, Any] = {
             "function": "TestFunction",
             "handler": "tests.functional.test_consumer.noop",
             "queue_url": url,
-            "queue_arn": arn(url),
+            "queue_arn": queue.arn,
             "batch_size": 10,
             "batching_window": 0,
             "timeout": 30,
@@ -149,11 +149,6 @@ def make_source(cloud: Deployment) -> Iterator[MakeSource]:
     yield make
     for url in created:
         sqs.delete_queue(QueueUrl=url)
-
-
-def arn(url: str) -> str:
-    attributes = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    return str(attributes["Attributes"]["QueueArn"])
 
 
 def dlq_url(source: EventSource) -> str:
@@ -170,18 +165,6 @@ def send(source: EventSource, bodies: list[str], **options: Any) -> None:
         ]
         response = sqs.send_message_batch(QueueUrl=source.queue_url, Entries=entries)
         assert not response.get("Failed")
-
-
-def counts(url: str) -> tuple[int, int, int]:
-    """Visible, in flight, delayed."""
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    response = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=names)
-    visible, in_flight, delayed = (int(response["Attributes"][n]) for n in names)
-    return visible, in_flight, delayed
 
 
 # ---------------------------------------------------------------- event and context

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from infra.observability import (
 from infra.pipeline import SAFETY_MARGIN_SECONDS
 from infra.settings import Settings
 from tests.apps import probe
+from tests.sqs_helpers import counts, queue_with_dlq
 
 Message = dict[str, Any]
 
@@ -68,26 +69,6 @@ class Queues:
 # ---------------------------------------------------------------- fixtures
 
 
-def _create_queue(name: str, attributes: Mapping[str, str]) -> tuple[str, str, str]:
-    """A queue with a DLQ (redrive after 3 receives): ``(url, arn, dlq url)``."""
-    sqs = aws.client("sqs")
-    dlq_url = sqs.create_queue(
-        QueueName=name.replace(".fifo", "-dlq.fifo") if name.endswith(".fifo") else f"{name}-dlq",
-        Attributes=dict(attributes),
-    )["QueueUrl"]
-    redrive = {"deadLetterTargetArn": _arn(dlq_url), "maxReceiveCount": 3}
-    url = sqs.create_queue(
-        QueueName=name,
-        Attributes={"VisibilityTimeout": "60", "RedrivePolicy": json.dumps(redrive), **attributes},
-    )["QueueUrl"]
-    return url, _arn(url), dlq_url
-
-
-def _arn(url: str) -> str:
-    response = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    return str(response["Attributes"]["QueueArn"])
-
-
 def _reset_backend(app: Celery) -> None:
     """Drop the app's cached result backend after ``result_backend`` changed.
 
@@ -102,9 +83,14 @@ def queues(cloud: Deployment) -> Iterator[Queues]:
     """Fresh queues for this module; the probe app publishes to the standard one."""
     [celery_source] = [s for s in cloud.event_sources if s.queue_arn.endswith("-celery")]
     name = f"handler-{uuid.uuid4().hex[:8]}"
-    url, arn, dlq_url = _create_queue(name, {})
-    fifo_url, fifo_arn, fifo_dlq_url = _create_queue(
-        f"{name}.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+    url, arn, dlq_url = dataclasses.astuple(
+        queue_with_dlq(name, attributes={"VisibilityTimeout": "60"})
+    )
+    fifo_url, fifo_arn, fifo_dlq_url = dataclasses.astuple(
+        queue_with_dlq(
+            f"{name}.fifo",
+            attributes={"VisibilityTimeout": "60", "ContentBasedDeduplication": "false"},
+        )
     )
     previous_app = get_current_app()
     point_app_at(probe.app, cloud)
@@ -223,18 +209,6 @@ def visible_again(url: str, messages: Sequence[Message]) -> None:
             for i, m in enumerate(messages)
         ],
     )
-
-
-def counts(url: str) -> tuple[int, int, int]:
-    """Visible, in flight, delayed."""
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    response = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=names)
-    visible, in_flight, delayed = (int(response["Attributes"][n]) for n in names)
-    return visible, in_flight, delayed
 
 
 def envelope(message: Message) -> dict[str, Any]:

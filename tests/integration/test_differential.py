@@ -42,6 +42,7 @@ from infra.local.deploy import Deployment, EventSource
 from infra.observability import logger as lambda_logger
 from infra.runtime import pipeline
 from tests.apps import scenarios as sc
+from tests.sqs_helpers import queue_with_dlq
 
 pytestmark = [
     pytest.mark.integration,
@@ -746,21 +747,12 @@ def phase(published: dict[str, Published], side: Side, started: float, **extra: 
 
 def create_queues(label: str) -> Queues:
     """A queue with a DLQ after three receives and the template's visibility timeout."""
-    sqs = aws.client("sqs")
-    name = f"differential-{label}-{uuid.uuid4().hex[:8]}"
-    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
-    redrive = {
-        "deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"],
-        "maxReceiveCount": MAX_RECEIVE_COUNT,
-    }
-    attributes = {
-        "VisibilityTimeout": str(QUEUE_VISIBILITY_TIMEOUT),
-        "RedrivePolicy": json.dumps(redrive),
-    }
-    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    return Queues(url, arn["Attributes"]["QueueArn"], dlq_url)
+    queue = queue_with_dlq(
+        f"differential-{label}-{uuid.uuid4().hex[:8]}",
+        max_receive_count=MAX_RECEIVE_COUNT,
+        attributes={"VisibilityTimeout": str(QUEUE_VISIBILITY_TIMEOUT)},
+    )
+    return Queues(queue.url, queue.arn, queue.dlq_url)
 
 
 UseQueues = Callable[[str], Queues]

@@ -1,0 +1,58 @@
+"""SQS helpers shared by the test suites: queues with a DLQ, and what a queue holds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from infra import aws
+
+__all__ = ["TestQueue", "counts", "queue_arn", "queue_with_dlq"]
+
+_COUNTS = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TestQueue:
+    """A queue and its dead-letter queue."""
+
+    __test__ = False  # not a pytest test class
+
+    url: str
+    arn: str
+    dlq_url: str
+
+
+def queue_arn(url: str) -> str:
+    """The ARN of the queue at ``url``."""
+    response = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(response["Attributes"]["QueueArn"])
+
+
+def queue_with_dlq(
+    name: str, *, max_receive_count: int = 3, attributes: Mapping[str, str] | None = None
+) -> TestQueue:
+    """Create ``name`` (a ``.fifo`` name makes both FIFO) with a DLQ it redrives to."""
+    sqs = aws.client("sqs")
+    fifo = name.endswith(".fifo")
+    extra = {"FifoQueue": "true"} if fifo else {}
+    dlq_name = name.replace(".fifo", "-dlq.fifo") if fifo else f"{name}-dlq"
+    dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes=extra)["QueueUrl"]
+    redrive = {"deadLetterTargetArn": queue_arn(dlq_url), "maxReceiveCount": max_receive_count}
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={"RedrivePolicy": json.dumps(redrive), **extra, **(attributes or {})},
+    )["QueueUrl"]
+    return TestQueue(url, queue_arn(url), dlq_url)
+
+
+def counts(url: str) -> tuple[int, int, int]:
+    """Messages visible, in flight and delayed."""
+    response = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=list(_COUNTS))
+    visible, in_flight, delayed = (int(response["Attributes"][name]) for name in _COUNTS)
+    return visible, in_flight, delayed
