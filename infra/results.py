@@ -321,6 +321,21 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
 
     # -------------------------------------------------------------- writes
 
+    def mark_as_failure(self, task_id: str, exc: BaseException, *args: Any, **kwargs: Any) -> Any:
+        """Record FAILURE, unless the "failure" is this store failing to record the outcome.
+
+        Celery's tracer turns an exception from storing SUCCESS into the task's FAILURE (and
+        stores that, if the store has recovered): a task that succeeded would end FAILURE for
+        good and its record would be acked. Re-raising makes it a consumer failure instead: the
+        record goes back to SQS and the outcome is recorded when the store works again.
+
+        Raises:
+            StoreError: ``exc`` itself, when it is one.
+        """
+        if isinstance(exc, StoreError):
+            raise exc
+        return super().mark_as_failure(task_id, exc, *args, **kwargs)
+
     def _store_result(
         self,
         task_id: str | bytes,
