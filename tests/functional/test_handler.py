@@ -950,3 +950,31 @@ def test_fifo_task_with_an_eta_is_not_a_machinery_failure(
     out = stdout.readouterr().out
     assert METRIC_MACHINERY_FAILED not in emf_metrics(out)
     assert json_lines(out, lambda o: o.get("level") == "ERROR") == []
+
+
+def test_celerys_s3_backend_stays_usable(queues: Queues) -> None:
+    # Results kept by Celery's own S3 backend (no claims then): the Lambda path stores them there.
+    conf = probe.app.conf
+    saved = {
+        k: conf.get(k) for k in ("result_backend", "s3_bucket", "s3_endpoint_url", "s3_base_path")
+    }
+    conf.update(
+        result_backend="s3",
+        s3_bucket=os.environ["RESULTS_BUCKET"],
+        s3_endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+        s3_base_path="s3-backend/",
+    )
+    _reset_backend(probe.app)
+    try:
+        done = marker()
+        task_id = probe.record.apply_async((done, "in s3")).id
+        assert invoke(queues.source, receive(queues.source.queue_url, 1)) == []
+        assert probe.calls(done) == 1
+        assert probe.app.AsyncResult(task_id).get(timeout=10) == "in s3"
+        listed = aws.client("s3").list_objects_v2(
+            Bucket=os.environ["RESULTS_BUCKET"], Prefix="s3-backend/"
+        )
+        assert [o["Key"] for o in listed["Contents"]] == [f"s3-backend/celery-task-meta-{task_id}"]
+    finally:
+        conf.update(saved)
+        _reset_backend(probe.app)
