@@ -12,6 +12,7 @@ Item layout (partition key ``id``)::
     kind         S   "task" | "revocation"               partition key of the by-time index
     status       S   Celery state                        partition key of the by-status index
     task_id, task_name, queue, root_id, parent_id, group_id, worker   S
+    consumer     S   who ran it: "lambda:<request id>" or the worker's hostname
     retries      N
     date_done    S   ISO 8601, ready states only
     claim_owner  S   consumer currently running the task (Lambda request id / worker host+pid)
@@ -27,6 +28,7 @@ from typing import Final
 from celery import states
 
 __all__ = [
+    "CONSUMER_REQUEST_KEY",
     "INDEX_BY_STATUS",
     "INDEX_BY_TASK",
     "INDEX_BY_TIME",
@@ -39,6 +41,9 @@ __all__ = [
 
 TERMINAL_STATES: Final = frozenset({states.SUCCESS, states.FAILURE, states.REVOKED})
 """States a later write never replaces (a late STARTED/RETRY/PROGRESS is dropped)."""
+
+CONSUMER_REQUEST_KEY: Final = "celery_lambda_consumer"
+"""Request key naming the Lambda invocation that runs a task (workers are named by hostname)."""
 
 KIND_TASK: Final = "task"
 KIND_REVOCATION: Final = "revocation"

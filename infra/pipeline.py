@@ -316,7 +316,9 @@ class Pipeline:
             metrics.add_metric(name=METRIC_QUEUE_WAIT, unit=MetricUnit.Milliseconds, value=wait)
         try:
             with tracer.provider.in_subsegment(f"## {message.task_name}"):
-                outcome = self.runner.run(message, deadline=self._remaining(context))
+                outcome = self.runner.run(
+                    message, deadline=self._remaining(context), consumer=_owner(context)
+                )
         except DeadlineReached as exc:
             metrics.add_metric(name=METRIC_DEFERRED, unit=MetricUnit.Count, value=1)
             logger.warning("task interrupted by the invocation deadline: returned to SQS")

@@ -40,7 +40,7 @@ from celery.backends.dynamodb import DynamoDBBackend as _StockDynamoDBBackend
 
 from infra import aws
 from infra.errors import ConfigurationError, StoreError
-from infra.items import KIND_TASK, TERMINAL_STATES, task_key
+from infra.items import CONSUMER_REQUEST_KEY, KIND_TASK, TERMINAL_STATES, task_key
 from infra.limits import DYNAMODB_MAX_BATCH_GET_ITEMS, DYNAMODB_MAX_ITEM_BYTES
 from infra.settings import Settings
 
@@ -91,6 +91,8 @@ def queryable_attributes(
         "parent_id": getattr(request, "parent_id", None),
         "group_id": getattr(request, "group", None),
         "worker": getattr(request, "hostname", None),
+        "consumer": getattr(request, CONSUMER_REQUEST_KEY, None)
+        or getattr(request, "hostname", None),
         "date_done": meta.get("date_done") if state in states.READY_STATES else None,
     }
     attributes = {name: {"S": str(v)} for name, v in strings.items() if v not in (None, "")}

@@ -22,6 +22,7 @@ from celery.signals import task_failure, task_revoked
 from celery.utils.log import get_logger
 
 from infra.errors import UnknownTaskError
+from infra.items import CONSUMER_REQUEST_KEY
 from infra.protocol import TaskMessage
 from infra.timelimits import HardTimeLimitReached, time_limits
 from infra.worker import CLAIMED_BY_CONSUMER
@@ -61,8 +62,11 @@ class Runner:
         except KeyError:
             raise UnknownTaskError(message.message_id, message.task_name) from None
 
-    def request(self, message: TaskMessage) -> dict[str, Any]:
-        """The request dict a worker's ``Request`` would hand to the tracer."""
+    def request(self, message: TaskMessage, consumer: str | None = None) -> dict[str, Any]:
+        """The request dict a worker's ``Request`` would hand to the tracer.
+
+        ``consumer`` names the invocation running it (recorded with the result).
+        """
         props = message.properties
         info = props.get("delivery_info") or {}
         request: dict[str, Any] = {
@@ -83,6 +87,7 @@ class Runner:
             "logfile": None,
             "is_eager": False,
             CLAIMED_BY_CONSUMER: True,
+            CONSUMER_REQUEST_KEY: consumer,
         }
         request.update(message.embed)
         return request
@@ -96,7 +101,9 @@ class Runner:
         hard = hard or task.time_limit or conf.task_time_limit
         return soft, hard
 
-    def run(self, message: TaskMessage, *, deadline: float | None = None) -> Outcome:
+    def run(
+        self, message: TaskMessage, *, deadline: float | None = None, consumer: str | None = None
+    ) -> Outcome:
         """Trace the task; ``deadline`` is seconds until the invocation must stop it.
 
         Raises:
@@ -114,7 +121,10 @@ class Runner:
         try:
             with time_limits(soft, hard, deadline):
                 _, info, _, _ = tracer(
-                    message.task_id, list(message.args), message.kwargs, self.request(message)
+                    message.task_id,
+                    list(message.args),
+                    message.kwargs,
+                    self.request(message, consumer),
                 )
         except HardTimeLimitReached as exc:
             return self._hard_timeout(message, exc.seconds, time.monotonic() - started)

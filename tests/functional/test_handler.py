@@ -29,6 +29,7 @@ from celery.signals import before_task_publish
 
 from handlers.sqs import handler
 from infra import aws, runtime
+from infra.items import task_key
 from infra.local.cli import point_app_at
 from infra.local.consumer import LambdaContext, build_event, delete_requests, make_context
 from infra.local.deploy import Deployment, EventSource
@@ -978,3 +979,17 @@ def test_celerys_s3_backend_stays_usable(queues: Queues) -> None:
     finally:
         conf.update(saved)
         _reset_backend(probe.app)
+
+
+def test_the_invocation_that_ran_a_task_is_recorded(queues: Queues) -> None:
+    task_id = probe.record.apply_async((marker(),)).id
+    context = make_context(queues.source)
+
+    assert invoke(queues.source, receive(queues.source.queue_url, 1), context) == []
+
+    item = aws.client("dynamodb").get_item(
+        TableName=os.environ["RESULTS_TABLE"], Key={"id": {"S": task_key(task_id)}}
+    )["Item"]
+    assert item["consumer"]["S"] == f"lambda:{context.aws_request_id}"
+    assert item["status"]["S"] == states.SUCCESS
+    assert "claim_owner" not in item  # released when the outcome was recorded

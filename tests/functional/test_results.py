@@ -119,9 +119,19 @@ def test_queryable_attributes_come_from_the_request() -> None:
         "parent_id": {"S": "parent-1"},
         "group_id": {"S": "group-1"},
         "worker": {"S": "worker@host"},
+        "consumer": {"S": "worker@host"},  # a worker is named by its hostname
         "date_done": {"S": "2026-01-01T00:00:00+00:00"},
         "retries": {"N": "2"},
     }
+
+
+def test_a_lambda_invocation_is_recorded_as_the_consumer() -> None:
+    request = request_for(celery_lambda_consumer="lambda:req-1")
+
+    attributes = queryable_attributes(states.SUCCESS, {}, request)
+
+    assert attributes["consumer"] == {"S": "lambda:req-1"}
+    assert attributes["worker"] == {"S": "worker@host"}
 
 
 def test_unknown_and_empty_attributes_are_left_out() -> None:
@@ -354,6 +364,7 @@ def test_attributes_are_written_and_queryable_by_every_index(
         "group_id": {"S": "group-1"},
         "retries": {"N": "2"},
         "worker": {"S": "worker@host"},
+        "consumer": {"S": "worker@host"},
         "date_done": {"S": backend.get_task_meta(done)["date_done"]},
     }
     timestamp = float(stored["timestamp"]["N"])
