@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from infra import aws
 
-__all__ = ["TestQueue", "counts", "queue_arn", "queue_with_dlq"]
+__all__ = ["TestQueue", "counts", "queue_arn", "queue_with_dlq", "receive"]
 
 _COUNTS = (
     "ApproximateNumberOfMessages",
@@ -56,3 +58,20 @@ def counts(url: str) -> tuple[int, int, int]:
     response = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=list(_COUNTS))
     visible, in_flight, delayed = (int(response["Attributes"][name]) for name in _COUNTS)
     return visible, in_flight, delayed
+
+
+def receive(url: str, count: int, *, within: float = 10.0) -> list[dict[str, Any]]:
+    """Exactly ``count`` messages, received as the event source mapping receives them."""
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + within
+    while len(messages) < count and time.monotonic() < deadline:
+        response = aws.client("sqs").receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=min(10, count - len(messages)),
+            WaitTimeSeconds=1,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages.extend(response.get("Messages", []))
+    assert len(messages) == count, f"expected {count} messages, got {len(messages)}"
+    return messages

@@ -52,7 +52,7 @@ from infra.observability import (
 from infra.pipeline import SAFETY_MARGIN_SECONDS
 from infra.settings import Settings
 from tests.apps import probe
-from tests.sqs_helpers import counts, queue_with_dlq
+from tests.sqs_helpers import counts, queue_with_dlq, receive
 
 Message = dict[str, Any]
 
@@ -182,23 +182,6 @@ def stdout(
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def receive(url: str, count: int, *, within: float = 10.0) -> list[Message]:
-    """Exactly ``count`` messages, received as the event source mapping receives them."""
-    messages: list[Message] = []
-    deadline = time.monotonic() + within
-    while len(messages) < count and time.monotonic() < deadline:
-        response = aws.client("sqs").receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=min(10, count - len(messages)),
-            WaitTimeSeconds=1,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        messages.extend(response.get("Messages", []))
-    assert len(messages) == count, f"expected {count} messages, got {len(messages)}"
-    return messages
 
 
 def visible_again(url: str, messages: Sequence[Message]) -> None:

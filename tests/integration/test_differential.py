@@ -17,8 +17,6 @@ import binascii
 import json
 import logging
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -43,6 +41,7 @@ from infra.observability import logger as lambda_logger
 from infra.runtime import pipeline
 from tests.apps import scenarios as sc
 from tests.sqs_helpers import queue_with_dlq
+from tests.workers import celery_worker
 
 pytestmark = [
     pytest.mark.integration,
@@ -50,7 +49,6 @@ pytestmark = [
     pytest.mark.timeout(300, method="thread"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_RECEIVE_COUNT = 3
 SETTLE_SECONDS = 60
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -794,31 +792,15 @@ def worker_phase(
     """Every scenario through a stock prefork ``celery worker``."""
     queues = scenario_app("worker")
     log = tmp_path_factory.mktemp("differential") / "worker.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "tests.apps.scenarios", "worker"]
-    cmd += ["--loglevel=info", "--pool=prefork", "--concurrency=2", "-Q", sc.QUEUE]
-    cmd += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-n", "diff@%h"]
+    args = ["--pool=prefork", "--concurrency=2", "-Q", sc.QUEUE, "-n", "diff@%h"]
     env = {**cloud_env, sc.QUEUE_URL_VARIABLE: queues.url}
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while b"ready." not in log.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"celery worker did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    with celery_worker("tests.apps.scenarios", args, env, log):
         side = Side("worker", queues, worker_log=log)
         started = time.monotonic()
         published = {s.name: s.publish() for s in SCENARIOS}
         while unsettled(published, side) and time.monotonic() < started + SETTLE_SECONDS:
             time.sleep(0.3)
         return phase(published, side, started)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")

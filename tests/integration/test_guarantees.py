@@ -69,7 +69,8 @@ from infra.results import batch_get
 from infra.revoke import revoke
 from infra.settings import Settings
 from tests.apps import probe
-from tests.sqs_helpers import counts
+from tests.sqs_helpers import counts, receive
+from tests.workers import celery_worker
 
 pytestmark = [
     pytest.mark.integration,
@@ -243,41 +244,11 @@ def worker(queues: Queues, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """A stock ``celery worker`` (prefork) of this module's app on its worker queue; its log."""
     log = tmp_path_factory.mktemp("guarantees-worker") / "worker.log"
     env = dict(os.environ)  # the cloud's environment with this module's queues and table
-    cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        f"{__name__}:app",
-        "worker",
-        "-Q",
-        WORKER_QUEUE,
-        "--loglevel=info",
-        # One child: two would run claim transactions side by side, and moto's are not isolated
-        # (a cancelled one restores a copy of the table, losing the other's write).
-        "--concurrency=1",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "--hostname",
-        "guarantees@%h",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while b"ready." not in log.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            pytest.fail(f"celery worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield log
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    # One child: two would run claim transactions side by side, and moto's are not isolated
+    # (a cancelled one restores a copy of the table, losing the other's write).
+    args = ["-Q", WORKER_QUEUE, "--concurrency=1", "--hostname", "guarantees@%h"]
+    with celery_worker(f"{__name__}:app", args, env, log):
+        yield log
 
 
 @pytest.fixture(autouse=True)
@@ -292,23 +263,6 @@ def empty_queues(queues: Queues) -> None:
 
 def marker() -> str:
     return uuid.uuid4().hex
-
-
-def receive(url: str, count: int, *, within: float = 10.0) -> list[Message]:
-    """Exactly ``count`` messages, received as the event source mapping receives them."""
-    messages: list[Message] = []
-    deadline = time.monotonic() + within
-    while len(messages) < count and time.monotonic() < deadline:
-        response = aws.client("sqs").receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=min(10, count - len(messages)),
-            WaitTimeSeconds=1,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        messages.extend(response.get("Messages", []))
-    assert len(messages) == count, f"expected {count} messages, got {len(messages)}"
-    return messages
 
 
 def duplicated(url: str) -> tuple[Message, Message]:
