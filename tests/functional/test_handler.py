@@ -31,7 +31,7 @@ from handlers.sqs import handler
 from infra import aws, runtime
 from infra.items import task_key
 from infra.local.cli import point_app_at
-from infra.local.consumer import LambdaContext, build_event, delete_requests, make_context
+from infra.local.consumer import build_event, delete_requests, make_context
 from infra.local.deploy import Deployment, EventSource
 from infra.observability import (
     LOG_KEYS,
@@ -52,6 +52,7 @@ from infra.observability import (
 from infra.pipeline import SAFETY_MARGIN_SECONDS
 from infra.settings import Settings
 from tests.apps import probe
+from tests.invoke import context_with, invoke
 from tests.sqs_helpers import counts, queue_with_dlq, receive
 
 Message = dict[str, Any]
@@ -207,28 +208,6 @@ def task_id(message: Message) -> str:
 
 def by_task(messages: Sequence[Message]) -> dict[str, Message]:
     return {task_id(m): m for m in messages}
-
-
-def invoke(
-    source: EventSource,
-    messages: Sequence[Message],
-    context: LambdaContext | None = None,
-) -> list[str]:
-    """Invoke the handler with the messages as one event; delete what succeeded; failed ids."""
-    event = build_event(messages, source, source.queue_arn.split(":")[3])
-    response = handler(event, context or make_context(source))
-    json.dumps(response)  # the runtime serialises the response
-    failed = [item["itemIdentifier"] for item in response["batchItemFailures"]]
-    done = [m for m in messages if m["MessageId"] not in failed]
-    for entries in delete_requests(done):
-        aws.client("sqs").delete_message_batch(QueueUrl=source.queue_url, Entries=entries)
-    return failed
-
-
-def context_with(source: EventSource, seconds_left: float) -> LambdaContext:
-    """An invocation context whose deadline is ``seconds_left`` from now."""
-    deadline_ms = int((time.time() + seconds_left) * 1000)
-    return dataclasses.replace(make_context(source), deadline_ms=deadline_ms)
 
 
 def send_raw(url: str, body: str, **options: Any) -> str:

@@ -48,7 +48,6 @@ from celery import Celery, chain, group, states
 from celery._state import get_current_app
 from kombu import Queue
 
-from handlers.sqs import handler
 from infra import aws, runtime
 from infra.claims import ClaimRequest, store_for_app
 from infra.config import transport_options
@@ -56,12 +55,8 @@ from infra.items import task_key
 from infra.local.cli import point_app_at
 from infra.local.consumer import (
     ConsumeStats,
-    LambdaContext,
-    build_event,
     consume,
-    delete_requests,
     handler_from_source,
-    make_context,
 )
 from infra.local.deploy import Deployment, EventSource
 from infra.pipeline import SAFETY_MARGIN_SECONDS
@@ -69,6 +64,7 @@ from infra.results import batch_get
 from infra.revoke import revoke
 from infra.settings import Settings
 from tests.apps import probe
+from tests.invoke import context_with, invoke
 from tests.sqs_helpers import counts, receive
 from tests.workers import celery_worker
 
@@ -272,25 +268,6 @@ def duplicated(url: str) -> tuple[Message, Message]:
     [copy] = receive(url, 1)
     assert copy["Body"] == original["Body"] and copy["MessageId"] != original["MessageId"]
     return original, copy
-
-
-def invoke(
-    source: EventSource, messages: Sequence[Message], context: LambdaContext | None = None
-) -> list[str]:
-    """One invocation with ``messages``; delete what succeeded, as the ESM does; failed ids."""
-    event = build_event(messages, source, source.queue_arn.split(":")[3])
-    response = handler(event, context or make_context(source))
-    failed = [item["itemIdentifier"] for item in response["batchItemFailures"]]
-    done = [m for m in messages if m["MessageId"] not in failed]
-    for entries in delete_requests(done):
-        aws.client("sqs").delete_message_batch(QueueUrl=source.queue_url, Entries=entries)
-    return failed
-
-
-def context_with(source: EventSource, seconds_left: float) -> LambdaContext:
-    """An invocation context whose deadline is ``seconds_left`` from now."""
-    deadline_ms = int((time.time() + seconds_left) * 1000)
-    return dataclasses.replace(make_context(source), deadline_ms=deadline_ms)
 
 
 def state(task_id: str) -> str:
