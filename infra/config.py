@@ -17,13 +17,19 @@ QUEUE_VISIBILITY_TIMEOUT = 720
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
-    """kombu SQS transport options: long polling, no idle sleep, predefined queues when known."""
+    """SQS transport options: long polling, no idle sleep, predefined queues, our publish knobs."""
     options: dict[str, Any] = {
         "region": settings.region,
         # Long polling; kombu otherwise also sleeps `polling_interval` (1 s) after an empty poll.
         "wait_time_seconds": 20,
         "polling_interval": 0,
         "visibility_timeout": QUEUE_VISIBILITY_TIMEOUT,
+        # Read by infra.transport (kombu ignores keys it does not know).
+        "payload_bucket": settings.results_bucket,
+        "offload_threshold": settings.offload_threshold,
+        "max_payload_bytes": settings.max_payload_bytes,
+        "fifo_group": settings.fifo_group,
+        "batch_publish": settings.batch_publish,
     }
     if settings.queue_urls:
         # Never ListQueues/GetQueueUrl/CreateQueue: the template made the queues.

@@ -6,6 +6,8 @@
     ├── ConfigurationError      settings or template that cannot work (bad env value, missing queue)
     ├── MessageDecodeError      an SQS record that is not a Celery task message we may run
     ├── UnknownTaskError        a well-formed message naming a task the app does not register
+    ├── PublishError            a message could not be published as asked (size, queue, SQS refused)
+    │   └── UnknownQueueError   routed to a queue the configuration does not name
     └── StoreError              the result/claim store could not be reached or refused a write
 
 AWS ``ClientError``s are translated at the boundary with ``raise ... from exc`` so callers never
@@ -18,7 +20,9 @@ __all__ = [
     "CeleryLambdaError",
     "ConfigurationError",
     "MessageDecodeError",
+    "PublishError",
     "StoreError",
+    "UnknownQueueError",
     "UnknownTaskError",
 ]
 
@@ -55,3 +59,11 @@ class UnknownTaskError(CeleryLambdaError):
 
 class StoreError(CeleryLambdaError):
     """The result, claim or revocation store failed; the record must go back to SQS."""
+
+
+class PublishError(CeleryLambdaError):
+    """A message could not be published as asked; nothing of it was sent."""
+
+
+class UnknownQueueError(PublishError):
+    """A task was routed to a queue that the configuration (``CELERY_QUEUE_URLS``) does not name."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, tzinfo
 from infra.limits import SQS_MAX_DELAY_SECONDS
 from infra.protocol import TaskMessage
 
-__all__ = ["Delay", "Expired", "Run", "Verdict", "aware", "decide"]
+__all__ = ["Delay", "Expired", "Run", "Verdict", "aware", "decide", "delay_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +39,21 @@ def aware(moment: datetime | None, tz: tzinfo) -> datetime | None:
     return moment.replace(tzinfo=tz)
 
 
+def delay_for(eta: datetime, now: datetime) -> int | None:
+    """``DelaySeconds`` that keeps a message invisible until ``eta``; None when it is due.
+
+    Rounded up, so a message never comes back before its ETA; long ETAs hop in 15 minutes.
+    """
+    if eta <= now:
+        return None
+    return min(SQS_MAX_DELAY_SECONDS, math.ceil((eta - now).total_seconds()))
+
+
 def decide(message: TaskMessage, now: datetime, tz: tzinfo = UTC) -> Verdict:
     """What to do with ``message`` at ``now`` (aware); naive message times are in ``tz``."""
     expires = aware(message.expires, tz)
     if expires is not None and now > expires:
         return Expired()
     eta = aware(message.eta, tz)
-    if eta is not None and eta > now:
-        # Round up: a message must never come back before its ETA. Long ETAs hop in 15 minutes.
-        wait = math.ceil((eta - now).total_seconds())
-        return Delay(min(SQS_MAX_DELAY_SECONDS, wait))
-    return Run()
+    wait = None if eta is None else delay_for(eta, now)
+    return Run() if wait is None else Delay(wait)

@@ -20,6 +20,14 @@ SQS_MAX_BATCH_ENTRIES: Final = 10
 """SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch take at most 10 entries."""
 SQS_MAX_WAIT_TIME_SECONDS: Final = 20
 """Long polling waits at most 20 seconds."""
+SQS_MAX_BATCH_PAYLOAD_BYTES: Final = 1024 * 1024
+"""The sum of all bodies (and attributes) in one SendMessageBatch is capped like one message."""
+SQS_FIFO_DEDUPLICATION_SECONDS: Final = 5 * 60
+"""FIFO queues drop a message whose deduplication id was seen in the last five minutes."""
+
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/upload-objects.html
+S3_MAX_PUT_BYTES: Final = 5 * 1024 * 1024 * 1024
+"""A single PutObject uploads at most 5 GiB."""
 
 # https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
 LAMBDA_MAX_TIMEOUT_SECONDS: Final = 900

@@ -44,6 +44,7 @@ from infra.observability import (
     metrics,
     tracer,
 )
+from infra.offload import PayloadMissing, PayloadStore, Pointer, parse_pointer
 from infra.protocol import TaskMessage, decode
 from infra.runner import Outcome, Runner
 from infra.settings import Settings
@@ -175,9 +176,11 @@ class Pipeline:
         """Decode for the batch claim; errors are reported when the record is processed."""
         try:
             message = decode(
-                record["body"], message_id=record["messageId"], accept=self.app.conf.accept_content
+                self._body(record),
+                message_id=record["messageId"],
+                accept=self.app.conf.accept_content,
             )
-        except (MessageDecodeError, KeyError, TypeError):
+        except (CeleryLambdaError, KeyError, TypeError):
             return None
         self._decoded[record["messageId"]] = message
         return message
@@ -186,10 +189,15 @@ class Pipeline:
         """Run one record through every step; raise to have it reported back to SQS."""
         try:
             self._check_time(context)
-            message = self._decode(record)
+            try:
+                message = self._decode(record)
+            except PayloadMissing as exc:
+                return self._payload_missing(record, exc.pointer)
             logger.append_keys(task_id=message.task_id, task_name=message.task_name)
             self._resolve(message)
-            return self._gate_and_run(message, record, context)
+            outcome = self._gate_and_run(message, record, context)
+            self._forget_payload(record, outcome)
+            return outcome
         except CeleryLambdaError:
             raise  # already logged with its reason where it was raised
         except Exception:
@@ -212,12 +220,56 @@ class Pipeline:
             return cached
         try:
             return decode(
-                record["body"], message_id=record["messageId"], accept=self.app.conf.accept_content
+                self._body(record),
+                message_id=record["messageId"],
+                accept=self.app.conf.accept_content,
             )
         except MessageDecodeError as exc:
             metrics.add_metric(name=METRIC_DECODE_FAILED, unit=MetricUnit.Count, value=1)
             logger.error("record is not a task message we may run", reason=exc.reason)
             raise
+
+    def _body(self, record: Mapping[str, Any]) -> str:
+        """The record's body; an extended-client pointer is replaced by its S3 object.
+
+        Raises:
+            PayloadMissing: the pointer's object does not exist.
+            StoreError: S3 could not be read.
+        """
+        body: str = record["body"]
+        pointer = parse_pointer(body)
+        if pointer is None:
+            return body
+        return self._payloads(pointer).fetch(pointer)
+
+    def _payloads(self, pointer: Pointer) -> PayloadStore:
+        return PayloadStore(aws.client("s3", self.settings), pointer.bucket)
+
+    def _payload_missing(self, record: Mapping[str, Any], pointer: Pointer) -> Outcome:
+        """A pointer whose object is gone: a finished task's redelivery, or a lost body.
+
+        Raises:
+            MessageDecodeError: the task did not finish; the record goes back, finally to the DLQ.
+        """
+        state = str(self.app.AsyncResult(pointer.task_id).state) if pointer.task_id else ""
+        if state in states.READY_STATES:
+            metrics.add_metric(name=METRIC_DUPLICATE, unit=MetricUnit.Count, value=1)
+            logger.info("finished task redelivered after its body was deleted: acked", state=state)
+            return Outcome(state, 0.0, "duplicate")
+        metrics.add_metric(name=METRIC_DECODE_FAILED, unit=MetricUnit.Count, value=1)
+        reason = f"message body s3://{pointer.bucket}/{pointer.key} does not exist"
+        logger.error("record's offloaded body is missing", reason=reason)
+        raise MessageDecodeError(record["messageId"], reason, record["body"])
+
+    def _forget_payload(self, record: Mapping[str, Any], outcome: Outcome) -> None:
+        """Delete an offloaded body once its record is settled (not when it was re-sent)."""
+        pointer = parse_pointer(record["body"])
+        if pointer is None or outcome.state == states.PENDING:
+            return
+        try:
+            self._payloads(pointer).delete(pointer)
+        except StoreError as exc:
+            logger.warning("offloaded body not deleted; lifecycle expires it", error=str(exc))
 
     def _resolve(self, message: TaskMessage) -> None:
         try:

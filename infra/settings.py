@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from infra.errors import ConfigurationError
+from infra.limits import S3_MAX_PUT_BYTES, SQS_MAX_MESSAGE_BYTES
 
 __all__ = ["DEFAULT_REGION", "Settings"]
 
@@ -23,6 +24,12 @@ DEFAULT_BROKER_URL = "sqs://"
 DEFAULT_RESULTS_TABLE = "celery-results"
 DEFAULT_RESULTS_BUCKET = "celery-results"
 DEFAULT_USERS_TABLE = "celery-users"
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+"""Largest message body we offload to S3: a consumer holds it, its base64 and the decoded
+arguments in memory at once, and a 128 MB Lambda must survive that."""
+MIN_OFFLOAD_THRESHOLD_BYTES = 1024
+"""Below this an S3 pointer (about 200 bytes) would not be worth a round trip."""
+DEFAULT_FIFO_GROUP = "default"
 
 
 def _queue_urls(raw: str | None) -> Mapping[str, str]:
@@ -46,6 +53,23 @@ def _queue_urls(raw: str | None) -> Mapping[str, str]:
                 "(a FIFO queue's name and URL both end in .fifo)"
             )
     return MappingProxyType(dict(parsed))
+
+
+def _size(name: str, raw: str | None, *, default: int, low: int, high: int) -> int:
+    """A byte count within ``low..high``.
+
+    Raises:
+        ConfigurationError: not an integer, or out of range.
+    """
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of bytes, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low} and {high} bytes, got {value}")
+    return value
 
 
 def _flag(raw: str | None, *, default: bool) -> bool:
@@ -79,6 +103,14 @@ class Settings:
     service_endpoints: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     claims: bool = True
     """Claim task ids before running them (``CELERY_LAMBDA_CLAIMS=off`` disables it)."""
+    offload_threshold: int = SQS_MAX_MESSAGE_BYTES
+    """A message body larger than this goes to S3 and an extended-client pointer is sent."""
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    """A message body larger than this is refused at publish."""
+    fifo_group: str = DEFAULT_FIFO_GROUP
+    """``MessageGroupId`` for FIFO messages whose publisher names none."""
+    batch_publish: bool = True
+    """Publish a group's tasks with SendMessageBatch."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +134,22 @@ class Settings:
             results_bucket=env.get("RESULTS_BUCKET") or DEFAULT_RESULTS_BUCKET,
             users_table=env.get("USERS_TABLE") or DEFAULT_USERS_TABLE,
             claims=_flag(env.get("CELERY_LAMBDA_CLAIMS"), default=True),
+            offload_threshold=_size(
+                "CELERY_LAMBDA_OFFLOAD_BYTES",
+                env.get("CELERY_LAMBDA_OFFLOAD_BYTES"),
+                default=SQS_MAX_MESSAGE_BYTES,
+                low=MIN_OFFLOAD_THRESHOLD_BYTES,
+                high=SQS_MAX_MESSAGE_BYTES,
+            ),
+            max_payload_bytes=_size(
+                "CELERY_LAMBDA_MAX_PAYLOAD_BYTES",
+                env.get("CELERY_LAMBDA_MAX_PAYLOAD_BYTES"),
+                default=DEFAULT_MAX_PAYLOAD_BYTES,
+                low=SQS_MAX_MESSAGE_BYTES,
+                high=S3_MAX_PUT_BYTES,
+            ),
+            fifo_group=env.get("CELERY_LAMBDA_FIFO_GROUP") or DEFAULT_FIFO_GROUP,
+            batch_publish=_flag(env.get("CELERY_LAMBDA_BATCH_PUBLISH"), default=True),
             service_endpoints=MappingProxyType(
                 {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
             ),

@@ -2,9 +2,10 @@
 
 from celery import Celery
 
-from infra import revoke
+import infra
 
 # ClaimingTask: a worker claims each task id before running it, like the Lambda path does.
 app = Celery("tasks", task_cls="infra.worker:ClaimingTask")
 app.config_from_object("tasks.celeryconfig")
-revoke.install(app)  # AsyncResult.revoke() works on SQS
+# Our SQS transport (native delays, large bodies in S3, FIFO ids, batched groups) and revoke.
+infra.configure(app)

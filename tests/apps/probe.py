@@ -15,11 +15,13 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Celery
 from celery.exceptions import Reject
 
+import infra
 from infra import aws
 from infra.settings import Settings
 
 app = Celery("probe", set_as_current=False)
 app.config_from_object("tasks.celeryconfig")
+infra.configure(app)
 
 
 def _key(marker: str) -> dict[str, Any]:

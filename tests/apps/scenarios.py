@@ -22,7 +22,8 @@ from celery import Celery, Task
 from celery.utils.time import maybe_iso8601
 from kombu import Queue
 
-from infra import aws, revoke
+import infra
+from infra import aws
 from infra.config import transport_options
 from infra.settings import Settings
 
@@ -54,7 +55,7 @@ def configure(celery_app: Celery, env: Mapping[str, str] | None = None) -> None:
 app = Celery("scenarios", task_cls="infra.worker:ClaimingTask")
 app.config_from_object("tasks.celeryconfig")
 configure(app)
-revoke.install(app)
+infra.configure(app)
 
 
 def marker_id(task_id: str) -> str:

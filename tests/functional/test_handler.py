@@ -491,13 +491,6 @@ def test_max_retries_exceeded_is_a_failure_with_traceback(queues: Queues) -> Non
     assert counts(queues.source.queue_url) == (0, 0, 0)  # no further attempt published
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="GAP: DESIGN says retries are 'delayed natively by DelaySeconds' (publish hooks); no "
-    "hook is installed, so the next attempt is visible at once and costs an extra "
-    "receive + re-send hop through the gate.",
-)
 def test_retry_is_delayed_natively(queues: Queues) -> None:
     probe.retrying.apply_async((marker(),), kwargs={"fail_times": 1, "countdown": 30})
     messages = receive(queues.source.queue_url, 1)
@@ -507,12 +500,6 @@ def test_retry_is_delayed_natively(queues: Queues) -> None:
     assert counts(queues.source.queue_url) == (0, 0, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="GAP: pipeline step 2 ('an S3 claim-check pointer is fetched', AWS extended-client "
-    "format) is not implemented: the pointer body fails to decode and goes to the DLQ.",
-)
 def test_s3_claim_check_pointer_is_fetched(queues: Queues) -> None:
     url = queues.source.queue_url
     done = marker()

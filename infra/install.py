@@ -1,0 +1,59 @@
+"""``configure(app)``: what a Celery app needs to publish and consume the way this project does.
+
+One call, for ``tasks.app`` or any other app, before it publishes:
+
+- ``broker_transport`` = :mod:`infra.transport` (native delays, FIFO ids, large bodies in S3,
+  clear unknown-queue errors, batched group publishing);
+- ``app.control.revoke`` records revocations in the results table (:mod:`infra.revoke`);
+- a group's tasks are published inside one :func:`infra.transport.batched` block.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+from celery import Celery
+from celery.canvas import group
+
+from infra import revoke
+from infra.transport import TRANSPORT, batched
+
+__all__ = ["configure"]
+
+_MARK = "_celery_lambda_batched"
+
+
+def configure(app: Celery) -> Celery:
+    """Install our transport, revoke and batched group publishing on ``app``; returns it."""
+    if not app.conf.broker_transport:
+        app.conf.broker_transport = TRANSPORT
+    revoke.install(app)
+    _batch_group_publishing()
+    return app
+
+
+def _batch_group_publishing() -> None:
+    """Publish each group inside one producer's :func:`batched` block.
+
+    Celery has no hook around a group's publish: ``group._apply_tasks`` acquires one producer
+    and calls ``apply_async`` per task. We wrap that method (once, for every app) so the same
+    producer collects the messages and sends them with SendMessageBatch when the group is done.
+    Messages still go through Celery's and kombu's whole publish path; a producer that is not on
+    our transport is untouched.
+    """
+    original = group._apply_tasks
+    if getattr(original, _MARK, False):
+        return
+
+    @functools.wraps(original)
+    def _apply_tasks(
+        self: group, tasks: Any, producer: Any = None, app: Any = None, *args: Any, **kwargs: Any
+    ) -> Iterator[Any]:
+        app = app or self.app
+        with app.producer_or_acquire(producer) as acquired, batched(acquired):
+            yield from original(self, tasks, acquired, app, *args, **kwargs)
+
+    setattr(_apply_tasks, _MARK, True)
+    group._apply_tasks = _apply_tasks
