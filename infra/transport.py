@@ -12,16 +12,18 @@ transport it changes four things:
 - **receive**: a pointer body is replaced by its S3 object before kombu parses it; one that cannot
   be fetched is left in SQS (it comes back, finally to the DLQ) instead of reaching Celery, which
   would delete it as an unknown message;
+- **not yet due**: a task whose ETA is more than a minute away (ETAs over 15 minutes arrive after
+  SQS's longest delay) is handed back to SQS instead of waiting in the worker's memory past its
+  visibility timeout: re-sent with a delay (FIFO: kept invisible, which keeps the group's order);
 - **ack**: once a message with an offloaded body is deleted from SQS, its S3 object is deleted.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,13 +32,12 @@ from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import UndefinedQueueException
 
 from infra import aws
-from infra.errors import CeleryLambdaError, PublishError, StoreError, UnknownQueueError
-from infra.limits import SQS_MAX_MESSAGE_BYTES
-from infra.offload import PayloadStore, Pointer, parse_pointer
+from infra.batch import PublishBatch, forget
+from infra.errors import CeleryLambdaError, UnknownQueueError
+from infra.limits import SQS_MAX_DELAY_SECONDS, SQS_MAX_MESSAGE_BYTES, SQS_MAX_VISIBILITY_SECONDS
+from infra.offload import PayloadStore, Pointer, parse_pointer, size_attribute
 from infra.publish import (
     PublishOptions,
-    batch_entry,
-    batches,
     check_size,
     offloaded,
     send_request,
@@ -49,89 +50,10 @@ logger = logging.getLogger(__name__)
 
 TRANSPORT = "infra.transport:Transport"
 """The value of Celery's ``broker_transport`` that selects this transport."""
+WORKER_HOLD_SECONDS = 60
+"""A worker may hold a task this long in its ETA timer; one due later goes back to SQS."""
 POINTER_KEY = "celery_lambda_payload"
 """Where a received message's raw SQS dict keeps the pointer its body came from."""
-BATCH_ATTEMPTS = 3
-"""SendMessageBatch entries that failed through no fault of ours are sent this many times."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    """One request waiting in a batch, with what names it in an error."""
-
-    label: str
-    request: dict[str, Any]
-    pointer: Pointer | None
-
-
-@dataclass(slots=True)
-class PublishBatch:
-    """Requests collected while a group is published, sent with SendMessageBatch on flush."""
-
-    client: Callable[[], Any]
-    payloads: Callable[[], PayloadStore]
-    sleep: Callable[[float], None] = time.sleep
-    pending: dict[str, list[_Pending]] = field(default_factory=dict)
-
-    def add(self, label: str, request: dict[str, Any], pointer: Pointer | None) -> None:
-        """Queue ``request`` for its queue."""
-        self.pending.setdefault(request["QueueUrl"], []).append(_Pending(label, request, pointer))
-
-    def flush(self) -> None:
-        """Send everything collected, in order, at most 10 entries and 1 MiB per call.
-
-        Raises:
-            PublishError: some messages were not sent; it names each with SQS's reason.
-        """
-        pending, self.pending = self.pending, {}
-        failures: list[str] = []
-        for queue_url, items in pending.items():
-            by_request = {id(item.request): item for item in items}
-            for chunk in batches(item.request for item in items):
-                failed = self._send(queue_url, [by_request[id(r)] for r in chunk])
-                failures.extend(failed)
-        if failures:
-            raise PublishError(
-                f"{len(failures)} message(s) of a batch were not sent: " + "; ".join(failures)
-            )
-
-    def _send(self, queue_url: str, items: list[_Pending]) -> list[str]:
-        """Send one chunk; retry entries SQS failed on its side; return what finally failed."""
-        waiting = dict(enumerate(items))
-        failed: list[tuple[_Pending, str]] = []
-        for attempt in range(BATCH_ATTEMPTS):
-            if attempt:
-                self.sleep(0.1 * 2**attempt)
-            entries = [batch_entry(i, item.request) for i, item in waiting.items()]
-            try:
-                response = self.client().send_message_batch(QueueUrl=queue_url, Entries=entries)
-            except (ClientError, BotoCoreError) as exc:
-                failed.extend((item, str(exc)) for item in waiting.values())
-                waiting = {}
-                break
-            retry: dict[int, _Pending] = {}
-            for entry in response.get("Failed") or []:
-                item = waiting[int(entry["Id"])]
-                if entry.get("SenderFault"):
-                    failed.append((item, f"{entry.get('Code')} {entry.get('Message')}"))
-                else:
-                    retry[int(entry["Id"])] = item
-            waiting = retry
-            if not waiting:
-                break
-        failed.extend((item, "still failing after retries") for item in waiting.values())
-        for item, _ in failed:
-            if item.pointer is not None:
-                _forget(self.payloads(), item.pointer)
-        return [f"{item.label}: {reason}" for item, reason in failed]
-
-
-def _forget(payloads: PayloadStore, pointer: Pointer) -> None:
-    """Delete an offloaded body nobody will read; the lifecycle rule catches a failure."""
-    try:
-        payloads.delete(pointer)
-    except StoreError as exc:
-        logger.warning("%s; the bucket's lifecycle rule will expire it", exc)
 
 
 def _label(message: dict[str, Any]) -> str:
@@ -199,8 +121,15 @@ class Channel(SQS.Channel):
             self.sqs(queue=self.canonical_queue_name(queue)).send_message(**request)
         except BaseException:
             if pointer is not None:
-                _forget(self.payloads(), pointer)
+                forget(self.payloads(), pointer)
             raise
+
+    def _client_for_url(self, queue_url: str) -> Any:
+        """The SQS client kombu uses for the queue at ``queue_url``."""
+        for name, url in self._queue_cache.items():
+            if url == queue_url:
+                return self.sqs(queue=name if self.predefined_queues else None)
+        return self.sqs()
 
     @contextmanager
     def collecting(self) -> Iterator[None]:
@@ -208,7 +137,7 @@ class Channel(SQS.Channel):
         if self._batch is not None or not self.batch_publish:
             yield
             return
-        self._batch = PublishBatch(client=self.sqs, payloads=self.payloads)
+        self._batch = PublishBatch(client=self._client_for_url, payloads=self.payloads)
         try:
             yield
         finally:
@@ -216,33 +145,95 @@ class Channel(SQS.Channel):
             batch.flush()
 
     # ---------------------------------------------------------------- receive and ack
-    def _with_bodies(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The messages whose bodies we have: pointers replaced by their S3 objects."""
+    def _deliverable(
+        self, messages: list[dict[str, Any]], qname: str, q_url: str
+    ) -> list[dict[str, Any]]:
+        """The messages to hand to the consumer: bodies fetched, those not yet due handed back."""
         ready = []
         for message in messages:
-            pointer = parse_pointer(message["Body"])
-            if pointer is None:
+            if self._fetch_body(message) and not self._handed_back(message, qname, q_url):
                 ready.append(message)
-                continue
-            try:
-                message["Body"] = self.payloads().fetch(pointer)
-            except CeleryLambdaError as exc:
-                logger.error(
-                    "message %s left in SQS (it comes back, finally to the DLQ): %s",
-                    message.get("MessageId"),
-                    exc,
-                )
-                continue
-            message[POINTER_KEY] = pointer
-            ready.append(message)
         return ready
 
+    def _fetch_body(self, message: dict[str, Any]) -> bool:
+        """Replace a pointer body by its S3 object; False when it cannot be had."""
+        pointer = parse_pointer(message["Body"])
+        if pointer is None:
+            return True
+        try:
+            message["Body"] = self.payloads().fetch(pointer)
+        except CeleryLambdaError as exc:
+            logger.error(
+                "message %s left in SQS (it comes back, finally to the DLQ): %s",
+                message.get("MessageId"),
+                exc,
+            )
+            return False
+        message[POINTER_KEY] = pointer
+        return True
+
+    def _eta(self, message: dict[str, Any]) -> datetime | None:
+        """The task's ETA, when the message is a task with an aware one."""
+        text = self._decode_python_message_body(message["Body"]).decode("utf-8", "replace")
+        raw = (self._prepare_json_payload(text).get("headers") or {}).get("eta")
+        try:
+            eta = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return None
+        return eta if eta is not None and eta.tzinfo is not None else None
+
+    def _handed_back(self, message: dict[str, Any], qname: str, q_url: str) -> bool:
+        """Give a task due in more than a minute back to SQS; False to deliver it as it is."""
+        eta = self._eta(message)
+        wait = None if eta is None else (eta - datetime.now(UTC)).total_seconds()
+        if wait is None or wait <= WORKER_HOLD_SECONDS:
+            return False
+        client = self.sqs(queue=qname)
+        try:
+            if q_url.endswith(".fifo"):
+                # Holds count from the first receive and end at 12 hours; half of that leaves
+                # room for earlier ones (a refused hold leaves the task to the worker's timer).
+                hold = min(math.ceil(wait), SQS_MAX_VISIBILITY_SECONDS // 2)
+                client.change_message_visibility(
+                    QueueUrl=q_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=hold
+                )
+                return True
+            client.send_message(**self._redelay_request(message, q_url, math.ceil(wait)))
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("not-yet-due task kept by the worker's timer: %s", exc)
+            return False
+        try:
+            client.delete_message(QueueUrl=q_url, ReceiptHandle=message["ReceiptHandle"])
+        except (ClientError, BotoCoreError) as exc:  # comes back; its claim makes it a no-op
+            logger.warning("re-delayed message %s not deleted: %s", message.get("MessageId"), exc)
+        return True
+
+    def _redelay_request(self, message: dict[str, Any], q_url: str, wait: int) -> dict[str, Any]:
+        """The same message again, invisible for up to 15 minutes (a pointer stays a pointer)."""
+        pointer: Pointer | None = message.get(POINTER_KEY)
+        request: dict[str, Any] = {
+            "QueueUrl": q_url,
+            "MessageBody": pointer.body() if pointer else message["Body"],
+            "DelaySeconds": min(SQS_MAX_DELAY_SECONDS, wait),
+        }
+        attributes = dict(message.get("MessageAttributes") or {})
+        if pointer is not None:
+            attributes.update(size_attribute(len(message["Body"].encode())))
+        if attributes:
+            request["MessageAttributes"] = attributes
+        return request
+
     def _messages_to_python(self, messages: list[dict[str, Any]], queue: str) -> Any:
-        return super()._messages_to_python(self._with_bodies(messages), queue)
+        return super()._messages_to_python(
+            self._deliverable(messages, self.canonical_queue_name(queue), self._new_queue(queue)),
+            queue,
+        )
 
     def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> Any:
+        # kombu passes the queue URL as `queue` here.
         if messages.get("Messages"):
-            messages = {**messages, "Messages": self._with_bodies(messages["Messages"])}
+            deliverable = self._deliverable(messages["Messages"], qname, queue)
+            messages = {**messages, "Messages": deliverable}
         return super()._on_messages_ready(queue, qname, messages)
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
@@ -253,7 +244,7 @@ class Channel(SQS.Channel):
         super().basic_ack(delivery_tag, multiple)
         pointer = raw.get(POINTER_KEY)
         if pointer is not None:
-            _forget(self.payloads(), pointer)
+            forget(self.payloads(), pointer)
 
 
 class Transport(SQS.Transport):

@@ -35,7 +35,9 @@ def _examples() -> dict[str, Callable[[], list[Any]]]:
             flaky.apply_async(kwargs={"failures": 1}),
             dump_context.apply_async((10, 5), kwargs={}),
         ],
-        "countdown.json": lambda: [add.apply_async((5, 5), countdown=60)],
+        # DelaySeconds=0: published as a producer without our transport would (no native delay),
+        # so the record arrives early and shows the handler's re-delay.
+        "countdown.json": lambda: [add.apply_async((5, 5), countdown=60, DelaySeconds=0)],
         "expired.json": lambda: [add.apply_async((1, 1), expires=-1)],
     }
 

@@ -12,6 +12,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -39,7 +40,8 @@ def queue_url(cloud: Deployment) -> Iterator[str]:
     url = queue_with_dlq(f"transport-{uuid.uuid4().hex[:8]}").url
     options = dict(probe.app.conf.broker_transport_options)
     predefined = {**options.get("predefined_queues", {}), QUEUE: {"url": url}}
-    _retarget({**options, "predefined_queues": predefined})
+    # Short polls: a consumer here that finds nothing should say so quickly.
+    _retarget({**options, "predefined_queues": predefined, "wait_time_seconds": 1})
     try:
         yield url
     finally:
@@ -231,3 +233,54 @@ def test_a_group_with_large_and_delayed_members(queue_url: str) -> None:
     assert counts(queue_url) == (2, 0, 1)
     bodies = [m["Body"] for m in receive(queue_url, 2)]
     assert sum(parse_pointer(b) is not None for b in bodies) == 1
+
+
+# ---------------------------------------------------------------- not yet due, on a consumer
+
+
+def _get(timeout: float = 3.0) -> Any:
+    """One message through the transport's receive path, acked; None when none came."""
+    with probe.app.connection_for_read() as connection:
+        simple = connection.SimpleQueue(QUEUE)
+        try:
+            message = simple.get(timeout=timeout)
+        except simple.Empty:
+            return None
+        finally:
+            simple.close()
+        message.ack()
+        return message
+
+
+def test_a_task_due_much_later_is_handed_back_to_sqs_delayed(queue_url: str) -> None:
+    # DelaySeconds=0: as it arrives after SQS's longest delay, or from a stock producer.
+    eta = datetime.now(UTC) + timedelta(minutes=20)
+    result = probe.record.apply_async(("m", "v"), queue=QUEUE, eta=eta, DelaySeconds=0)
+
+    assert _get() is None
+
+    assert counts(queue_url) == (0, 0, 1)
+    assert probe.app.AsyncResult(result.id).state == "PENDING"
+
+
+def test_a_task_due_soon_is_delivered_for_the_worker_timer(queue_url: str) -> None:
+    eta = datetime.now(UTC) + timedelta(seconds=30)
+    result = probe.record.apply_async(("m", "v"), queue=QUEUE, eta=eta, DelaySeconds=0)
+
+    message = _get()
+
+    assert message is not None and message.headers["id"] == result.id
+
+
+def test_a_large_task_handed_back_keeps_its_pointer_and_body(queue_url: str) -> None:
+    eta = datetime.now(UTC) + timedelta(minutes=20)
+    result = probe.record.apply_async(
+        ("m", "w" * (1024 * 1024)), queue=QUEUE, eta=eta, DelaySeconds=0
+    )
+    [key] = {k for k in _payload_keys() if k.startswith(f"payloads/{result.id}/")}
+
+    assert _get() is None
+
+    delayed = aws.client("sqs").receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)
+    assert "Messages" not in delayed  # invisible until its delay ends
+    assert key in _payload_keys()

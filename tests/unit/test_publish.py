@@ -16,6 +16,7 @@ import pytest
 from celery import Celery
 from kombu import Connection
 
+from infra.batch import PublishBatch
 from infra.errors import PublishError
 from infra.offload import POINTER_CLASS, Pointer, parse_pointer, payload_key
 from infra.protocol import decode
@@ -30,7 +31,6 @@ from infra.publish import (
     request_size,
     send_request,
 )
-from infra.transport import PublishBatch
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 OPTIONS = PublishOptions(offload_threshold=1024 * 1024, max_payload_bytes=64 * 1024 * 1024)
@@ -270,7 +270,7 @@ class FakePayloads:
 
 
 def _batch(sqs: FakeSQS, payloads: FakePayloads) -> PublishBatch:
-    return PublishBatch(client=lambda: sqs, payloads=lambda: payloads, sleep=lambda _: None)  # type: ignore[arg-type,return-value]
+    return PublishBatch(client=lambda _url: sqs, payloads=lambda: payloads, sleep=lambda _: None)  # type: ignore[arg-type,return-value]
 
 
 def test_entries_failed_by_sqs_are_retried() -> None:
