@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint install clean events bench
+.PHONY: demo test lint install clean events bench bench-publish
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/celery -A tasks lambda bench
+
+bench-publish: $(STAMP)
+	$(BIN)/celery -A tasks lambda bench-publish
 
 events: $(STAMP)
 	$(BIN)/python -m infra.local.events

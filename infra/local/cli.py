@@ -247,6 +247,19 @@ def bench(ctx: click.Context, count: int, pools: tuple[str, ...]) -> None:
         _fail(str(exc))
 
 
+@lambda_.command("bench-publish")
+@click.option("--tasks", "count", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.pass_context
+def bench_publish(ctx: click.Context, count: int) -> None:
+    """Publish N tasks.add as a batched group, an unbatched group and a loop: tasks/s, requests."""
+    from infra.local.bench_publish import bench_publish_main
+
+    try:
+        bench_publish_main(ctx.obj.app, tasks=count)
+    except CeleryLambdaError as exc:
+        _fail(str(exc))
+
+
 @lambda_.command("revoke")
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--reason", default="revoked", show_default=True)
