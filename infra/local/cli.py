@@ -249,13 +249,20 @@ def bench(ctx: click.Context, count: int, pools: tuple[str, ...]) -> None:
 
 @lambda_.command("bench-publish")
 @click.option("--tasks", "count", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--round",
+    "round_size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Publish this many at a time (a group each), the queue purged between (default: all).",
+)
 @click.pass_context
-def bench_publish(ctx: click.Context, count: int) -> None:
+def bench_publish(ctx: click.Context, count: int, round_size: int | None) -> None:
     """Publish N tasks.add as a batched group, an unbatched group and a loop: tasks/s, requests."""
     from infra.local.bench_publish import bench_publish_main
 
     try:
-        bench_publish_main(ctx.obj.app, tasks=count)
+        bench_publish_main(ctx.obj.app, tasks=count, round_size=round_size)
     except CeleryLambdaError as exc:
         _fail(str(exc))
 
