@@ -30,6 +30,7 @@ arguments in memory at once, and a 128 MB Lambda must survive that."""
 MIN_OFFLOAD_THRESHOLD_BYTES = 1024
 """Below this an S3 pointer (about 200 bytes) would not be worth a round trip."""
 DEFAULT_FIFO_GROUP = "default"
+DEFAULT_BEAT_CATCHUP_SECONDS = 15 * 60
 
 
 def _queue_urls(raw: str | None) -> Mapping[str, str]:
@@ -56,7 +57,7 @@ def _queue_urls(raw: str | None) -> Mapping[str, str]:
 
 
 def _size(name: str, raw: str | None, *, default: int, low: int, high: int) -> int:
-    """A byte count within ``low..high``.
+    """A whole number (bytes, seconds) within ``low..high``.
 
     Raises:
         ConfigurationError: not an integer, or out of range.
@@ -66,9 +67,9 @@ def _size(name: str, raw: str | None, *, default: int, low: int, high: int) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be a number of bytes, got {raw!r}") from None
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
     if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be between {low} and {high} bytes, got {value}")
+        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
     return value
 
 
@@ -111,6 +112,8 @@ class Settings:
     """``MessageGroupId`` for FIFO messages whose publisher names none."""
     batch_publish: bool = True
     """Publish a group's tasks with SendMessageBatch."""
+    beat_catchup_seconds: int = DEFAULT_BEAT_CATCHUP_SECONDS
+    """The scheduled tick publishes slots it missed up to this far back, and skips older ones."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +153,13 @@ class Settings:
             ),
             fifo_group=env.get("CELERY_LAMBDA_FIFO_GROUP") or DEFAULT_FIFO_GROUP,
             batch_publish=_flag(env.get("CELERY_LAMBDA_BATCH_PUBLISH"), default=True),
+            beat_catchup_seconds=_size(
+                "CELERY_LAMBDA_BEAT_CATCHUP",
+                env.get("CELERY_LAMBDA_BEAT_CATCHUP"),
+                default=DEFAULT_BEAT_CATCHUP_SECONDS,
+                low=0,
+                high=7 * 24 * 3600,
+            ),
             service_endpoints=MappingProxyType(
                 {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
             ),
