@@ -141,11 +141,17 @@ class TaskMessage:
 
 
 def decode(
-    body: str | bytes, *, message_id: str, accept: Collection[str] = ("application/json",)
+    body: str | bytes,
+    *,
+    message_id: str,
+    accept: Collection[str] = ("application/json",),
+    max_chars: int = MAX_BODY_CHARS,
 ) -> TaskMessage:
     """Decode one SQS message body, as kombu's SQS transport sent it, into a TaskMessage.
 
     ``accept`` takes serializer names or content types, like Celery's ``accept_content``.
+    ``max_chars`` bounds the body looked at: what SQS can carry, or for a body fetched through
+    an S3 pointer, the largest body the publisher offloads.
 
     Raises:
         MessageDecodeError: the body is not a Celery task message this consumer may run.
@@ -154,7 +160,7 @@ def decode(
     """
     allowed = _accepted_types(accept)
     try:
-        envelope = _envelope(_envelope_json(_unwrap_sqs_body(body)))
+        envelope = _envelope(_envelope_json(_unwrap_sqs_body(body, max_chars)))
         return _task_message(envelope, _payload(envelope, allowed), message_id)
     except _Invalid as exc:
         raise MessageDecodeError(message_id, str(exc), raw=body) from exc.__cause__
@@ -181,12 +187,12 @@ def _accepted_types(accept: Collection[str]) -> set[str]:
         raise ConfigurationError(f"accept names an unknown serializer: {exc}") from exc
 
 
-def _unwrap_sqs_body(body: object) -> str | bytes:
+def _unwrap_sqs_body(body: object, max_chars: int) -> str | bytes:
     """Peel the SQS layer: a JSON object as it is, anything else must be strict base64."""
     if not isinstance(body, str | bytes):
         raise _Invalid(f"SQS body is {type(body).__name__}, not text")
-    if len(body) > MAX_BODY_CHARS:
-        raise _Invalid(f"SQS body of {len(body)} characters is over the {MAX_BODY_CHARS} limit")
+    if len(body) > max_chars:
+        raise _Invalid(f"SQS body of {len(body)} characters is over the {max_chars} limit")
     text = body.strip()
     if text[:1] in ("{", b"{"):
         return text

@@ -450,6 +450,15 @@ def test_a_body_too_large_for_sqs_is_refused_before_decoding() -> None:
     assert "over the" in refused(padded).reason
 
 
+def test_a_body_fetched_through_a_pointer_may_be_larger_up_to_its_own_limit() -> None:
+    padded = plain_body(False) + " " * MAX_BODY_CHARS
+    limit = len(padded)
+
+    assert decode(padded, message_id="m-1", max_chars=limit).task_id == "task-plain"
+    with pytest.raises(MessageDecodeError, match="over the"):
+        decode(padded + " ", message_id="m-1", max_chars=limit)
+
+
 def test_bytes_bodies_decode_like_text() -> None:
     body = plain_body()
 
