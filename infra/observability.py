@@ -23,7 +23,9 @@ __all__ = [
     "METRIC_EXPIRED",
     "METRIC_FAILED",
     "METRIC_MACHINERY_FAILED",
+    "METRIC_MEMORY_HIGH",
     "METRIC_QUEUE_WAIT",
+    "METRIC_RATE_LIMITED",
     "METRIC_RETRIED",
     "METRIC_REVOKED",
     "METRIC_SUCCEEDED",
@@ -54,6 +56,10 @@ METRIC_DUPLICATE: Final = "DuplicatesSkipped"
 """A redelivered task already terminal in the result store: acked without running."""
 METRIC_CLAIM_HELD: Final = "ClaimsHeldElsewhere"
 """Another consumer holds a live claim on the task: the record comes back later."""
+METRIC_RATE_LIMITED: Final = "TasksRateLimited"
+"""No turn under the task's rate limit: handed back to SQS with a delay (FIFO: held)."""
+METRIC_MEMORY_HIGH: Final = "MemoryHigh"
+"""Resident memory over the budget: the invocation stopped starting records."""
 METRIC_DURATION: Final = "TaskDuration"
 METRIC_QUEUE_WAIT: Final = "QueueWait"
 

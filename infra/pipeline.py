@@ -8,8 +8,6 @@ A task that raised is not a pipeline failure: Celery recorded FAILURE and the re
 
 from __future__ import annotations
 
-import base64
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +21,6 @@ from infra import aws
 from infra.claims import BatchClaims, Claimed, ClaimOutcome, ClaimRequest, Held, Revoked, Terminal
 from infra.errors import CeleryLambdaError, MessageDecodeError, StoreError, UnknownTaskError
 from infra.gate import Delay, Expired, Run, aware, decide
-from infra.limits import SQS_MAX_VISIBILITY_SECONDS
 from infra.observability import (
     METRIC_CLAIM_HELD,
     METRIC_DECODE_FAILED,
@@ -35,6 +32,7 @@ from infra.observability import (
     METRIC_FAILED,
     METRIC_MACHINERY_FAILED,
     METRIC_QUEUE_WAIT,
+    METRIC_RATE_LIMITED,
     METRIC_RETRIED,
     METRIC_REVOKED,
     METRIC_SUCCEEDED,
@@ -45,7 +43,9 @@ from infra.observability import (
     tracer,
 )
 from infra.offload import PayloadMissing, PayloadStore, Pointer, parse_pointer
-from infra.protocol import TaskMessage, decode
+from infra.protocol import MAX_BODY_CHARS, TaskMessage, decode
+from infra.ratelimit import RateLimiter, interval_of
+from infra.requeue import hold_request, is_fifo, resend_request
 from infra.runner import Outcome, Runner
 from infra.settings import Settings
 from infra.timelimits import DeadlineReached
@@ -57,7 +57,6 @@ __all__ = [
     "RecordDeferred",
     "RecordHeld",
     "RecordRequeued",
-    "queue_url_for_arn",
     "record_log_keys",
 ]
 
@@ -121,29 +120,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def queue_url_for_arn(arn: str, settings: Settings) -> str:
-    """The queue URL of an SQS ARN, without a GetQueueUrl call."""
-    _, _, _, region, account, name = arn.split(":", 5)
-    for url in settings.queue_urls.values():
-        if url.rstrip("/").rsplit("/", 1)[-1] == name:
-            return url
-    endpoint = settings.endpoint_for("sqs") or f"https://sqs.{region}.amazonaws.com"
-    return f"{endpoint.rstrip('/')}/{account}/{name}"
-
-
-def _sqs_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """Lambda's lower-camel message attributes → the SQS API's shape."""
-    converted: dict[str, Any] = {}
-    for name, attr in attributes.items():
-        value: dict[str, Any] = {"DataType": attr["dataType"]}
-        if attr.get("stringValue") is not None:
-            value["StringValue"] = attr["stringValue"]
-        if attr.get("binaryValue") is not None:
-            value["BinaryValue"] = base64.b64decode(attr["binaryValue"])
-        converted[name] = value
-    return converted
-
-
 @dataclass(slots=True)
 class Pipeline:
     """Processes SQS records for one Celery app."""
@@ -154,6 +130,8 @@ class Pipeline:
     clock: Callable[[], datetime] = utcnow
     claims: BatchClaims | None = None
     """None: no claims (the app's result backend is not the results table)."""
+    limiter: RateLimiter | None = None
+    """Paces tasks with a ``rate_limit`` across consumers; None: rate limits are not enforced."""
     _decoded: dict[str, TaskMessage] = field(default_factory=dict)
 
     def prepare(self, records: Sequence[Mapping[str, Any]], context: Any) -> None:
@@ -167,6 +145,8 @@ class Pipeline:
             message = self._quiet_decode(record)
             if message is None or message.task_name not in self.app.tasks:
                 continue
+            if self._interval(message) is not None:
+                continue  # claimed when its turn comes, so a record handed back holds no claim
             if isinstance(decide(message, now, self.app.timezone), Run):
                 items.append((record["messageId"], _claim_request(message)))
         if items:
@@ -175,11 +155,7 @@ class Pipeline:
     def _quiet_decode(self, record: Mapping[str, Any]) -> TaskMessage | None:
         """Decode for the batch claim; errors are reported when the record is processed."""
         try:
-            message = decode(
-                self._body(record),
-                message_id=record["messageId"],
-                accept=self.app.conf.accept_content,
-            )
+            message = self._decode_body(record)
         except (CeleryLambdaError, KeyError, TypeError):
             return None
         self._decoded[record["messageId"]] = message
@@ -219,28 +195,28 @@ class Pipeline:
         if cached is not None:
             return cached
         try:
-            return decode(
-                self._body(record),
-                message_id=record["messageId"],
-                accept=self.app.conf.accept_content,
-            )
+            return self._decode_body(record)
         except MessageDecodeError as exc:
             metrics.add_metric(name=METRIC_DECODE_FAILED, unit=MetricUnit.Count, value=1)
             logger.error("record is not a task message we may run", reason=exc.reason)
             raise
 
-    def _body(self, record: Mapping[str, Any]) -> str:
-        """The record's body; an extended-client pointer is replaced by its S3 object.
+    def _decode_body(self, record: Mapping[str, Any]) -> TaskMessage:
+        """Decode the record; an extended-client pointer is replaced by its S3 object first.
 
         Raises:
+            MessageDecodeError: not a task message we may run.
             PayloadMissing: the pointer's object does not exist.
             StoreError: S3 could not be read.
         """
         body: str = record["body"]
+        limit = MAX_BODY_CHARS
         pointer = parse_pointer(body)
-        if pointer is None:
-            return body
-        return self._payloads(pointer).fetch(pointer)
+        if pointer is not None:
+            body = self._payloads(pointer).fetch(pointer)
+            limit = max(limit, self.settings.max_payload_bytes)
+        accept = self.app.conf.accept_content
+        return decode(body, message_id=record["messageId"], accept=accept, max_chars=limit)
 
     def _payloads(self, pointer: Pointer) -> PayloadStore:
         return PayloadStore(aws.client("s3", self.settings), pointer.bucket)
@@ -289,43 +265,33 @@ class Pipeline:
             logger.info("task expired before it ran: REVOKED", expires=str(message.expires))
             return self.runner.expire(message)
         if isinstance(verdict, Delay):
-            if record["eventSourceARN"].endswith(".fifo"):
-                self._hold(record, message, now)
-            self._redelay(record, verdict.seconds)
+            eta = aware(message.eta, self.app.timezone)
+            assert eta is not None  # a Delay verdict has an ETA
+            if is_fifo(record):
+                self._hold(record, (eta - now).total_seconds(), "task not yet due")
+            self._redelay(record, verdict.seconds, "task not yet due")
             return Outcome(states.PENDING, 0.0)
         return self._run(message, record, context)
 
-    def _hold(self, record: Mapping[str, Any], message: TaskMessage, now: datetime) -> NoReturn:
-        """Keep a FIFO record invisible until its ETA and report it (keeping the group's order).
+    def _hold(self, record: Mapping[str, Any], seconds: float, why: str) -> NoReturn:
+        """Keep a FIFO record invisible for ``seconds`` and report it (keeping the group's order).
 
         FIFO queues take no per-message delay, and re-sending would reorder the group. Each hold
-        is one more receive, so an ETA further away than the queue's ``maxReceiveCount`` times
-        twelve hours ends in the DLQ.
+        is one more receive, so a wait longer than the queue's ``maxReceiveCount`` times twelve
+        hours ends in the DLQ.
         """
-        eta = aware(message.eta, self.app.timezone)
-        assert eta is not None  # a Delay verdict has an ETA
-        first_ms = int(record["attributes"].get("ApproximateFirstReceiveTimestamp", 0))
-        budget = SQS_MAX_VISIBILITY_SECONDS - (now.timestamp() - first_ms / 1000) - 1
-        hold = max(1, min(math.ceil((eta - now).total_seconds()), int(budget)))
-        aws.client("sqs", self.settings).change_message_visibility(
-            QueueUrl=queue_url_for_arn(record["eventSourceARN"], self.settings),
-            ReceiptHandle=record["receiptHandle"],
-            VisibilityTimeout=hold,
-        )
+        request = hold_request(record, seconds, time.time(), self.settings)
+        aws.client("sqs", self.settings).change_message_visibility(**request)
         metrics.add_metric(name=METRIC_DELAYED, unit=MetricUnit.Count, value=1)
-        logger.info("FIFO task not yet due: held invisible", hold_seconds=hold)
-        raise RecordHeld(f"FIFO record held for {hold}s until its ETA")
+        logger.info(f"FIFO {why}: held invisible", hold_seconds=request["VisibilityTimeout"])
+        raise RecordHeld(f"FIFO record held for {request['VisibilityTimeout']}s: {why}")
 
-    def _redelay(self, record: Mapping[str, Any], seconds: int) -> None:
+    def _redelay(self, record: Mapping[str, Any], seconds: float, why: str) -> None:
         """Send the same body again, invisible for ``seconds``; the original is then acked."""
-        aws.client("sqs", self.settings).send_message(
-            QueueUrl=queue_url_for_arn(record["eventSourceARN"], self.settings),
-            MessageBody=record["body"],
-            DelaySeconds=seconds,
-            MessageAttributes=_sqs_attributes(record.get("messageAttributes") or {}),
-        )
+        request = resend_request(record, seconds, self.settings)
+        aws.client("sqs", self.settings).send_message(**request)
         metrics.add_metric(name=METRIC_DELAYED, unit=MetricUnit.Count, value=1)
-        logger.info("task not yet due: re-sent with a delay", delay_seconds=seconds)
+        logger.info(f"{why}: re-sent with a delay", delay_seconds=request["DelaySeconds"])
 
     def _claim(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> ClaimOutcome:
         if self.claims is None:
@@ -358,7 +324,35 @@ class Pipeline:
             return self.runner.revoke(message, "revoked")
         return None
 
+    def _interval(self, message: TaskMessage) -> float | None:
+        """Seconds between two starts of the message's task, when it has a rate limit we pace."""
+        if self.limiter is None:
+            return None
+        return interval_of(self.app.tasks[message.task_name].rate_limit)
+
+    def _paced(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> bool:
+        """True when the task may start now; False when its record was handed back to wait."""
+        interval = self._interval(message)
+        if interval is None or self.limiter is None:
+            return True
+        budget = self._remaining(context) - MIN_RUN_SECONDS
+        try:
+            wait = self.limiter.wait_turn(message.task_name, interval, budget)
+        except StoreError:
+            metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
+            logger.exception("the rate limit could not be checked; the record goes back to SQS")
+            raise
+        if wait == 0.0:
+            return True
+        metrics.add_metric(name=METRIC_RATE_LIMITED, unit=MetricUnit.Count, value=1)
+        if is_fifo(record):
+            self._hold(record, wait, "task over its rate limit")
+        self._redelay(record, wait, "task over its rate limit")
+        return False
+
     def _run(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> Outcome:
+        if not self._paced(message, record, context):
+            return Outcome(states.PENDING, 0.0)
         settled = self._claimed_or_settled(message, record, context)
         if settled is not None:
             return settled

@@ -10,10 +10,13 @@ from typing import Any
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from celery.utils.imports import symbol_by_name
 
+from infra import aws
 from infra.claims import BatchClaims, store_for_app
 from infra.errors import ConfigurationError
 from infra.observability import METRIC_MACHINERY_FAILED, MetricUnit, logger, metrics
 from infra.pipeline import Pipeline
+from infra.ratelimit import RateLimiter
+from infra.results import DynamoDBBackend
 from infra.runner import Runner
 from infra.settings import Settings
 
@@ -53,6 +56,7 @@ def pipeline() -> Pipeline:
         runner=Runner(app, hostname=f"lambda@{function}"),
         settings=settings,
         claims=batch_claims(app),
+        limiter=rate_limiter(app),
     )
 
 
@@ -66,6 +70,14 @@ def batch_claims(app: Any) -> BatchClaims | None:
         logger.warning("result backend is not the results table: tasks run without claims")
         return None
     return BatchClaims(store)
+
+
+def rate_limiter(app: Any) -> RateLimiter | None:
+    """Rate limits paced in the results table, when the app keeps its results there."""
+    backend = app.backend
+    if not isinstance(backend, DynamoDBBackend):
+        return None
+    return RateLimiter(aws.client("dynamodb", backend.settings), backend.table_name)
 
 
 def record_pipeline() -> Pipeline:

@@ -41,6 +41,9 @@ task_default_queue = "celery"
 task_queues = (Queue("celery"), Queue("high-priority"), Queue("low-priority"))
 task_routes = {"tasks.upload_files": {"queue": "low-priority"}}
 task_annotations = {"create_new_user": {"rate_limit": "10/s"}}
+# rate_limit is enforced across every worker and Lambda invocation through the results table
+# (infra.ratelimit); the worker's own per-process bucket would only add a second, local delay.
+worker_disable_rate_limits = True
 
 if __name__ == "__main__":
     print(f"broker_url = {broker_url!r}")

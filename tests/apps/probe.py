@@ -19,7 +19,8 @@ import infra
 from infra import aws
 from infra.settings import Settings
 
-app = Celery("probe", set_as_current=False)
+# As tasks.app: a worker serving this app claims task ids and paces rate limits (ClaimingTask).
+app = Celery("probe", set_as_current=False, task_cls="infra.worker:ClaimingTask")
 app.config_from_object("tasks.celeryconfig")
 infra.configure(app)
 
@@ -133,3 +134,11 @@ def reject(marker: str) -> None:
     """Count the call and ask for the message to be requeued, as a worker would."""
     record_call(marker)
     raise Reject(f"requeue {marker}", requeue=True)
+
+
+@app.task(name="probe.paced", rate_limit="20/s")
+def paced(marker: str) -> float:
+    """Count the call; return when it started (epoch seconds), to check the rate limit."""
+    started = time.time()
+    record_call(marker)
+    return started
