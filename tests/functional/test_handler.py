@@ -43,6 +43,7 @@ from infra.observability import (
     METRIC_FAILED,
     METRIC_MACHINERY_FAILED,
     METRIC_QUEUE_WAIT,
+    METRIC_RATE_LIMITED,
     METRIC_RETRIED,
     METRIC_SUCCEEDED,
     METRIC_UNKNOWN_TASK,
@@ -50,6 +51,7 @@ from infra.observability import (
     logger,
 )
 from infra.pipeline import SAFETY_MARGIN_SECONDS
+from infra.ratelimit import rate_key
 from infra.settings import Settings
 from tests.apps import probe
 from tests.invoke import context_with, invoke
@@ -834,9 +836,9 @@ def test_metrics_name_what_happened(
 # ---------------------------------------------------------------- FIFO
 
 
-def celery_bodies(queues: Queues, *markers: str) -> list[str]:
-    """Real Celery message bodies for ``probe.record(marker)``, taken off the standard queue."""
-    ids = [probe.record.apply_async((m,)).id for m in markers]
+def celery_bodies(queues: Queues, *markers: str, task: Any = probe.record) -> list[str]:
+    """Real Celery message bodies for ``task(marker)``, taken off the standard queue."""
+    ids = [task.apply_async((m,)).id for m in markers]
     messages = by_task(receive(queues.source.queue_url, len(markers)))
     for entries in delete_requests(list(messages.values())):
         aws.client("sqs").delete_message_batch(QueueUrl=queues.source.queue_url, Entries=entries)
@@ -942,3 +944,57 @@ def test_the_invocation_that_ran_a_task_is_recorded(queues: Queues) -> None:
     assert item["consumer"]["S"] == f"lambda:{context.aws_request_id}"
     assert item["status"]["S"] == states.SUCCESS
     assert "claim_owner" not in item  # released when the outcome was recorded
+
+
+# ---------------------------------------------------------------- rate limits
+
+
+def _no_turn_for(seconds: float) -> None:
+    """Another consumer just started ``probe.paced``: the next turn is ``seconds`` away."""
+    aws.client("dynamodb").put_item(
+        TableName=os.environ["RESULTS_TABLE"],
+        Item={"id": {"S": rate_key("probe.paced")}, "next_at": {"N": str(time.time() + seconds)}},
+    )
+
+
+def test_a_task_without_a_turn_is_handed_back_delayed_and_unclaimed(
+    queues: Queues, stdout: pytest.CaptureFixture[str]
+) -> None:
+    _no_turn_for(60)
+    done = marker()
+    task_id = probe.paced.apply_async((done,)).id
+
+    assert invoke(queues.source, receive(queues.source.queue_url, 1)) == []
+
+    assert counts(queues.source.queue_url) == (0, 0, 1)  # re-sent delayed, original acked
+    assert probe.calls(done) == 0
+    assert stored(task_id).state == states.PENDING
+    item = (
+        aws.client("dynamodb")
+        .get_item(TableName=os.environ["RESULTS_TABLE"], Key={"id": {"S": task_key(task_id)}})
+        .get("Item", {})
+    )
+    assert "claim_owner" not in item
+    assert emf_metrics(stdout.readouterr().out)[METRIC_RATE_LIMITED] == [1.0]
+
+
+def test_a_short_wait_for_a_turn_is_slept_through(queues: Queues) -> None:
+    _no_turn_for(0.5)
+    done = marker()
+    probe.paced.apply_async((done,))
+
+    assert invoke(queues.source, receive(queues.source.queue_url, 1)) == []
+
+    assert probe.calls(done) == 1
+
+
+def test_a_fifo_task_without_a_turn_is_held_in_order(queues: Queues) -> None:
+    _no_turn_for(60)
+    url = queues.fifo.queue_url
+    [body] = celery_bodies(queues, marker(), task=probe.paced)
+    sent = send_raw(url, body, MessageGroupId="g", MessageDeduplicationId=marker())
+
+    failed = invoke(queues.fifo, receive(url, 1))
+
+    assert failed == [sent]
+    assert counts(url) == (0, 1, 0)  # invisible until the turn, not re-sent

@@ -115,3 +115,26 @@ def test_a_worker_and_lambda_pollers_share_the_rate(
     starts = _starts(ids)
     assert most_in_one_second(starts) <= RATE
     assert worker_ran > 0  # the worker really took part
+
+
+def test_a_worker_hands_a_task_without_a_turn_back_to_sqs(
+    source: EventSource, cloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    aws.client("dynamodb").put_item(
+        TableName=Settings.from_env().results_table,
+        Item={"id": {"S": rate_key("probe.paced")}, "next_at": {"N": str(time.time() + 60)}},
+    )
+    queue = probe.app.conf.task_default_queue
+    env = {**cloud_env, "CELERY_QUEUE_URLS": json.dumps({queue: source.queue_url})}
+    [task_id] = _publish(1)
+
+    with celery_worker(
+        "tests.apps.probe", ["-Q", queue, "--pool=solo"], env, tmp_path / "worker.log"
+    ) as log:
+        deadline = time.monotonic() + 30
+        while f"{task_id}] ignored" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    assert f"probe.paced[{task_id}] ignored" in log.read_text()  # acked without a state
+    assert counts(source.queue_url) == (0, 0, 1)  # the same task, delayed until its turn
+    assert probe.app.AsyncResult(task_id).state == "PENDING"
