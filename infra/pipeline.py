@@ -21,6 +21,7 @@ from infra import aws
 from infra.claims import BatchClaims, Claimed, ClaimOutcome, ClaimRequest, Held, Revoked, Terminal
 from infra.errors import CeleryLambdaError, MessageDecodeError, StoreError, UnknownTaskError
 from infra.gate import Delay, Expired, Run, aware, decide
+from infra.memory import MemoryGuard, budget_bytes
 from infra.observability import (
     METRIC_CLAIM_HELD,
     METRIC_DECODE_FAILED,
@@ -31,6 +32,7 @@ from infra.observability import (
     METRIC_EXPIRED,
     METRIC_FAILED,
     METRIC_MACHINERY_FAILED,
+    METRIC_MEMORY_HIGH,
     METRIC_QUEUE_WAIT,
     METRIC_RATE_LIMITED,
     METRIC_RETRIED,
@@ -132,10 +134,12 @@ class Pipeline:
     """None: no claims (the app's result backend is not the results table)."""
     limiter: RateLimiter | None = None
     """Paces tasks with a ``rate_limit`` across consumers; None: rate limits are not enforced."""
+    memory: MemoryGuard = field(default_factory=MemoryGuard)
     _decoded: dict[str, TaskMessage] = field(default_factory=dict)
 
     def prepare(self, records: Sequence[Mapping[str, Any]], context: Any) -> None:
         """Decode the batch and claim its runnable tasks in one request, before processing."""
+        self.memory.recycle_if_still_over(context)
         self._decoded.clear()
         if self.claims is None:
             return
@@ -165,6 +169,7 @@ class Pipeline:
         """Run one record through every step; raise to have it reported back to SQS."""
         try:
             self._check_time(context)
+            self._check_memory(context)
             try:
                 message = self._decode(record)
             except PayloadMissing as exc:
@@ -189,6 +194,21 @@ class Pipeline:
             metrics.add_metric(name=METRIC_DEFERRED, unit=MetricUnit.Count, value=1)
             logger.warning("invocation deadline near: record not started, returned to SQS")
             raise RecordDeferred("invocation deadline near; record not started")
+
+    def _check_memory(self, context: Any) -> None:
+        used = self.memory.over_budget(context)
+        if used is None:
+            return
+        metrics.add_metric(name=METRIC_MEMORY_HIGH, unit=MetricUnit.Count, value=1)
+        grower, grown = self.memory.grown_most or ("unknown", 0)
+        logger.warning(
+            "resident memory over budget: record not started, returned to SQS",
+            resident_mb=used // 2**20,
+            budget_mb=(budget_bytes(context) or 0) // 2**20,
+            grown_most_by=grower,
+            grown_mb=grown // 2**20,
+        )
+        raise RecordDeferred(f"resident memory {used // 2**20} MiB is over budget")
 
     def _decode(self, record: Mapping[str, Any]) -> TaskMessage:
         cached = self._decoded.pop(record["messageId"], None)
@@ -360,6 +380,7 @@ class Pipeline:
         if sent_ms:
             wait = max(time.time() * 1000 - int(sent_ms), 0)
             metrics.add_metric(name=METRIC_QUEUE_WAIT, unit=MetricUnit.Milliseconds, value=wait)
+        before = self.memory.measure()
         try:
             with tracer.provider.in_subsegment(f"## {message.task_name}"):
                 outcome = self.runner.run(
@@ -369,6 +390,8 @@ class Pipeline:
             metrics.add_metric(name=METRIC_DEFERRED, unit=MetricUnit.Count, value=1)
             logger.warning("task interrupted by the invocation deadline: returned to SQS")
             raise RecordDeferred("interrupted by the invocation deadline") from exc
+        finally:
+            self.memory.observe(message.task_name, before)
         self._record_outcome(outcome)
         if outcome.requeue:
             raise RecordRequeued("the task raised Reject(requeue=True)")

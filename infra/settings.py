@@ -31,6 +31,8 @@ MIN_OFFLOAD_THRESHOLD_BYTES = 1024
 """Below this an S3 pointer (about 200 bytes) would not be worth a round trip."""
 DEFAULT_FIFO_GROUP = "default"
 DEFAULT_BEAT_CATCHUP_SECONDS = 15 * 60
+DEFAULT_WORKER_MAX_MEMORY_KIB = 512 * 1024
+"""A worker child holding more than this after a task is replaced (Celery's unit: KiB)."""
 
 
 def _queue_urls(raw: str | None) -> Mapping[str, str]:
@@ -114,6 +116,10 @@ class Settings:
     """Publish a group's tasks with SendMessageBatch."""
     beat_catchup_seconds: int = DEFAULT_BEAT_CATCHUP_SECONDS
     """The scheduled tick publishes slots it missed up to this far back, and skips older ones."""
+    worker_max_tasks_per_child: int = 0
+    """A worker child is replaced after this many tasks (0: never)."""
+    worker_max_memory_per_child: int = DEFAULT_WORKER_MAX_MEMORY_KIB
+    """A worker child over this resident memory (KiB) after a task is replaced (0: never)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,6 +159,20 @@ class Settings:
             ),
             fifo_group=env.get("CELERY_LAMBDA_FIFO_GROUP") or DEFAULT_FIFO_GROUP,
             batch_publish=_flag(env.get("CELERY_LAMBDA_BATCH_PUBLISH"), default=True),
+            worker_max_tasks_per_child=_size(
+                "CELERY_WORKER_MAX_TASKS_PER_CHILD",
+                env.get("CELERY_WORKER_MAX_TASKS_PER_CHILD"),
+                default=0,
+                low=0,
+                high=10**9,
+            ),
+            worker_max_memory_per_child=_size(
+                "CELERY_WORKER_MAX_MEMORY_PER_CHILD",
+                env.get("CELERY_WORKER_MAX_MEMORY_PER_CHILD"),
+                default=DEFAULT_WORKER_MAX_MEMORY_KIB,
+                low=0,
+                high=1024**3,
+            ),
             beat_catchup_seconds=_size(
                 "CELERY_LAMBDA_BEAT_CATCHUP",
                 env.get("CELERY_LAMBDA_BEAT_CATCHUP"),

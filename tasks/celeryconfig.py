@@ -45,6 +45,12 @@ task_annotations = {"create_new_user": {"rate_limit": "10/s"}}
 # (infra.ratelimit); the worker's own per-process bucket would only add a second, local delay.
 worker_disable_rate_limits = True
 
+# Resource protection on workers: replace a pool child after N tasks or once it holds too much
+# memory (CELERY_WORKER_MAX_TASKS_PER_CHILD, CELERY_WORKER_MAX_MEMORY_PER_CHILD in KiB; 0 = off).
+# The Lambda path has its own guard (infra.memory), derived from the function's memory size.
+worker_max_tasks_per_child = _settings.worker_max_tasks_per_child or None
+worker_max_memory_per_child = _settings.worker_max_memory_per_child or None
+
 if __name__ == "__main__":
     print(f"broker_url = {broker_url!r}")
     print(f"result_backend = {result_backend!r} (table {_settings.results_table!r})")

@@ -7,6 +7,7 @@ process that ran it.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -142,3 +143,38 @@ def paced(marker: str) -> float:
     started = time.time()
     record_call(marker)
     return started
+
+
+_HELD: list[bytes] = []
+"""Memory ``probe.hog`` keeps alive, as a leaking task would."""
+LEAKED = threading.Event()
+"""Set by :func:`close_leaks` to end the threads ``probe.leak`` left running."""
+_OPEN: list[Any] = []
+"""Files ``probe.leak`` left open."""
+
+
+@app.task(name="probe.hog")
+def hog(marker: str, megabytes: int) -> None:
+    """Count the call and keep ``megabytes`` of resident memory (written, so really resident)."""
+    record_call(marker)
+    _HELD.append(b"\x01" * (megabytes * 1024 * 1024))
+
+
+def release_memory() -> None:
+    """Drop what ``probe.hog`` kept."""
+    _HELD.clear()
+
+
+@app.task(name="probe.leak")
+def leak(marker: str, path: str) -> None:
+    """Count the call, leave a thread running and a file open: resources a task forgot."""
+    record_call(marker)
+    threading.Thread(target=LEAKED.wait, name=f"leaked-{marker}").start()
+    _OPEN.append(open(path, "w"))  # noqa: SIM115 - the leak is the point
+
+
+def close_leaks() -> None:
+    """End the leaked threads and close the leaked files."""
+    LEAKED.set()
+    while _OPEN:
+        _OPEN.pop().close()

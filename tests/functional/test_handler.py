@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
 import json
 import logging
+import math
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from celery import Celery, group, states
@@ -33,6 +36,7 @@ from infra.items import task_key
 from infra.local.cli import point_app_at
 from infra.local.consumer import build_event, delete_requests, make_context
 from infra.local.deploy import Deployment, EventSource
+from infra.memory import BUDGET_FRACTION, resident_bytes
 from infra.observability import (
     LOG_KEYS,
     METRIC_DECODE_FAILED,
@@ -42,6 +46,7 @@ from infra.observability import (
     METRIC_EXPIRED,
     METRIC_FAILED,
     METRIC_MACHINERY_FAILED,
+    METRIC_MEMORY_HIGH,
     METRIC_QUEUE_WAIT,
     METRIC_RATE_LIMITED,
     METRIC_RETRIED,
@@ -51,6 +56,7 @@ from infra.observability import (
     logger,
 )
 from infra.pipeline import SAFETY_MARGIN_SECONDS
+from infra.protocol import decode
 from infra.ratelimit import rate_key
 from infra.settings import Settings
 from tests.apps import probe
@@ -998,3 +1004,82 @@ def test_a_fifo_task_without_a_turn_is_held_in_order(queues: Queues) -> None:
 
     assert failed == [sent]
     assert counts(url) == (0, 1, 0)  # invisible until the turn, not re-sent
+
+
+# ---------------------------------------------------------------- resources
+
+
+class Recycled(BaseException):
+    """What the fake exit raises: like ``os._exit``, nothing in the handler may catch it."""
+
+
+def _exit() -> NoReturn:
+    raise Recycled
+
+
+def _first_task(messages: list[Message], name: str) -> list[Message]:
+    """``messages`` with those of task ``name`` first (the batch order the test needs)."""
+    return sorted(messages, key=lambda m: decode(m["Body"], message_id="m").task_name != name)
+
+
+def _visible_again(queues: Queues, messages: list[Message]) -> list[Message]:
+    """Make reported messages receivable now (instead of after the visibility timeout)."""
+    for m in messages:
+        aws.client("sqs").change_message_visibility(
+            QueueUrl=queues.source.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+        )
+    return receive(queues.source.queue_url, len(messages))
+
+
+# The fake exit returns through Powertools' metrics decorator, which warns it has nothing to
+# flush; os._exit would not return at all.
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+def test_memory_over_budget_stops_starting_records_and_recycles_later(
+    queues: Queues, stdout: pytest.CaptureFixture[str]
+) -> None:
+    hogged, later = marker(), marker()
+    probe.hog.apply_async((hogged, 120))
+    probe.record.apply_async((later,))
+    probe.record.apply_async((later,))
+    messages = _first_task(receive(queues.source.queue_url, 3), "probe.hog")
+    limit_mb = math.ceil((resident_bytes() + 60 * 2**20) / BUDGET_FRACTION / 2**20)
+    context = make_context(queues.source, memory_limit_in_mb=limit_mb)
+    try:
+        failed = invoke(queues.source, messages, context)
+
+        assert failed == [m["MessageId"] for m in messages[1:]]  # reported back, not lost
+        assert probe.calls(hogged) == 1 and probe.calls(later) == 0
+        out = stdout.readouterr().out
+        warnings = json_lines(out, lambda o: o.get("message", "").startswith("resident memory"))
+        assert [w["message_id"] for w in warnings] == failed  # one per record not started
+        assert all(w["grown_most_by"] == "probe.hog" and w["grown_mb"] >= 100 for w in warnings)
+        assert emf_metrics(out)[METRIC_MEMORY_HIGH] == [1.0, 1.0]
+
+        runtime.pipeline().memory.exit = _exit
+        again = _visible_again(queues, messages[1:])
+        with pytest.raises(Recycled):  # still over budget on the next invocation: a fresh one
+            invoke(queues.source, again, context)
+        assert probe.calls(later) == 0
+    finally:
+        probe.release_memory()
+
+    gc.collect()
+    assert invoke(queues.source, _visible_again(queues, again), context) == []
+    assert probe.calls(later) == 2
+
+
+def test_a_task_leaking_a_thread_and_a_file_does_not_stop_later_records(
+    queues: Queues, tmp_path: Path
+) -> None:
+    leaked, later = marker(), marker()
+    probe.leak.apply_async((leaked, str(tmp_path / "left-open.txt")))
+    probe.record.apply_async((later,))
+    probe.record.apply_async((later,))
+    messages = _first_task(receive(queues.source.queue_url, 3), "probe.leak")
+    try:
+        assert invoke(queues.source, messages) == []
+
+        assert probe.calls(leaked) == 1 and probe.calls(later) == 2
+        assert any(t.name == f"leaked-{leaked}" for t in threading.enumerate())
+    finally:
+        probe.close_leaks()

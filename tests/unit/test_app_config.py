@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from infra.config import QUEUE_VISIBILITY_TIMEOUT, transport_options
+from infra.errors import ConfigurationError
 from infra.local.template import load_template, translate
 from infra.settings import Settings
 from tasks import app
@@ -91,3 +93,27 @@ def test_python_m_celeryconfig_checks_it() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "configuration OK" in out.stdout
+
+
+def test_worker_resource_limits_come_from_the_environment() -> None:
+    assert app.conf.worker_max_memory_per_child == 512 * 1024
+    assert app.conf.worker_max_tasks_per_child is None
+    assert app.conf.worker_disable_rate_limits  # enforced across consumers instead
+    code = (
+        "import tasks.celeryconfig as c;"
+        "print(c.worker_max_tasks_per_child, c.worker_max_memory_per_child)"
+    )
+    env = {
+        **os.environ,
+        "CELERY_WORKER_MAX_TASKS_PER_CHILD": "100",
+        "CELERY_WORKER_MAX_MEMORY_PER_CHILD": "0",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.stdout.split() == ["100", "None"], out.stderr
+
+
+def test_a_bad_worker_limit_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="CELERY_WORKER_MAX_TASKS_PER_CHILD"):
+        Settings.from_env({"CELERY_WORKER_MAX_TASKS_PER_CHILD": "lots"})
