@@ -18,9 +18,11 @@ from typing import Any, NoReturn
 from celery import states
 
 from infra import aws
+from infra.bodies import RecordBodies
 from infra.claims import BatchClaims, Claimed, ClaimOutcome, ClaimRequest, Held, Revoked, Terminal
 from infra.errors import CeleryLambdaError, MessageDecodeError, StoreError, UnknownTaskError
 from infra.gate import Delay, Expired, Run, aware, decide
+from infra.hooks import Hooks
 from infra.memory import MemoryGuard, budget_bytes
 from infra.observability import (
     METRIC_CLAIM_HELD,
@@ -44,8 +46,8 @@ from infra.observability import (
     metrics,
     tracer,
 )
-from infra.offload import PayloadMissing, PayloadStore, Pointer, parse_pointer
-from infra.protocol import MAX_BODY_CHARS, TaskMessage, decode
+from infra.offload import PayloadMissing
+from infra.protocol import TaskMessage
 from infra.ratelimit import RateLimiter, interval_of
 from infra.requeue import hold_request, is_fifo, resend_request
 from infra.runner import Outcome, Runner
@@ -135,6 +137,8 @@ class Pipeline:
     limiter: RateLimiter | None = None
     """Paces tasks with a ``rate_limit`` across consumers; None: rate limits are not enforced."""
     memory: MemoryGuard = field(default_factory=MemoryGuard)
+    hooks: Hooks = field(default_factory=Hooks)
+    """User components called around each record (:mod:`infra.hooks`)."""
     _decoded: dict[str, TaskMessage] = field(default_factory=dict)
 
     def prepare(self, records: Sequence[Mapping[str, Any]], context: Any) -> None:
@@ -167,17 +171,30 @@ class Pipeline:
 
     def process(self, record: Mapping[str, Any], context: Any) -> Outcome:
         """Run one record through every step; raise to have it reported back to SQS."""
+        self.hooks.call("before_record", record, context)
+        error: BaseException | None = None
+        try:
+            return self._process(record, context)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.hooks.call("after_record", record, error)
+
+    def _process(self, record: Mapping[str, Any], context: Any) -> Outcome:
         try:
             self._check_time(context)
             self._check_memory(context)
             try:
                 message = self._decode(record)
             except PayloadMissing as exc:
-                return self._payload_missing(record, exc.pointer)
+                return RecordBodies(self.settings).missing(self.app, record, exc.pointer)
             logger.append_keys(task_id=message.task_id, task_name=message.task_name)
-            self._resolve(message)
+            self._resolve(message, record)
+            self.hooks.call("before_task", message, record)
             outcome = self._gate_and_run(message, record, context)
-            self._forget_payload(record, outcome)
+            RecordBodies(self.settings).settled(record, outcome)
+            self.hooks.call("on_outcome", message, outcome)
             return outcome
         except CeleryLambdaError:
             raise  # already logged with its reason where it was raised
@@ -219,60 +236,19 @@ class Pipeline:
         except MessageDecodeError as exc:
             metrics.add_metric(name=METRIC_DECODE_FAILED, unit=MetricUnit.Count, value=1)
             logger.error("record is not a task message we may run", reason=exc.reason)
+            self.hooks.call("on_decode_error", record, exc)
             raise
 
     def _decode_body(self, record: Mapping[str, Any]) -> TaskMessage:
-        """Decode the record; an extended-client pointer is replaced by its S3 object first.
+        return RecordBodies(self.settings).decode(record, self.app.conf.accept_content)
 
-        Raises:
-            MessageDecodeError: not a task message we may run.
-            PayloadMissing: the pointer's object does not exist.
-            StoreError: S3 could not be read.
-        """
-        body: str = record["body"]
-        limit = MAX_BODY_CHARS
-        pointer = parse_pointer(body)
-        if pointer is not None:
-            body = self._payloads(pointer).fetch(pointer)
-            limit = max(limit, self.settings.max_payload_bytes)
-        accept = self.app.conf.accept_content
-        return decode(body, message_id=record["messageId"], accept=accept, max_chars=limit)
-
-    def _payloads(self, pointer: Pointer) -> PayloadStore:
-        return PayloadStore(aws.client("s3", self.settings), pointer.bucket)
-
-    def _payload_missing(self, record: Mapping[str, Any], pointer: Pointer) -> Outcome:
-        """A pointer whose object is gone: a finished task's redelivery, or a lost body.
-
-        Raises:
-            MessageDecodeError: the task did not finish; the record goes back, finally to the DLQ.
-        """
-        state = str(self.app.AsyncResult(pointer.task_id).state) if pointer.task_id else ""
-        if state in states.READY_STATES:
-            metrics.add_metric(name=METRIC_DUPLICATE, unit=MetricUnit.Count, value=1)
-            logger.info("finished task redelivered after its body was deleted: acked", state=state)
-            return Outcome(state, 0.0, "duplicate")
-        metrics.add_metric(name=METRIC_DECODE_FAILED, unit=MetricUnit.Count, value=1)
-        reason = f"message body s3://{pointer.bucket}/{pointer.key} does not exist"
-        logger.error("record's offloaded body is missing", reason=reason)
-        raise MessageDecodeError(record["messageId"], reason, record["body"])
-
-    def _forget_payload(self, record: Mapping[str, Any], outcome: Outcome) -> None:
-        """Delete an offloaded body once its record is settled (not when it was re-sent)."""
-        pointer = parse_pointer(record["body"])
-        if pointer is None or outcome.state == states.PENDING:
-            return
-        try:
-            self._payloads(pointer).delete(pointer)
-        except StoreError as exc:
-            logger.warning("offloaded body not deleted; lifecycle expires it", error=str(exc))
-
-    def _resolve(self, message: TaskMessage) -> None:
+    def _resolve(self, message: TaskMessage, record: Mapping[str, Any]) -> None:
         try:
             self.runner.task(message)
-        except UnknownTaskError:
+        except UnknownTaskError as exc:
             metrics.add_metric(name=METRIC_UNKNOWN_TASK, unit=MetricUnit.Count, value=1)
             logger.error("task is not registered in the app", task_name=message.task_name)
+            self.hooks.call("on_decode_error", record, exc)
             raise
 
     def _gate_and_run(

@@ -13,6 +13,7 @@ from celery.utils.imports import symbol_by_name
 from infra import aws
 from infra.claims import BatchClaims, store_for_app
 from infra.errors import ConfigurationError
+from infra.hooks import Hooks
 from infra.observability import METRIC_MACHINERY_FAILED, MetricUnit, logger, metrics
 from infra.pipeline import Pipeline
 from infra.ratelimit import RateLimiter
@@ -57,6 +58,7 @@ def pipeline() -> Pipeline:
         settings=settings,
         claims=batch_claims(app),
         limiter=rate_limiter(app),
+        hooks=Hooks.of(app),
     )
 
 

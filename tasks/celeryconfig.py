@@ -45,6 +45,9 @@ task_annotations = {"create_new_user": {"rate_limit": "10/s"}}
 # (infra.ratelimit); the worker's own per-process bucket would only add a second, local delay.
 worker_disable_rate_limits = True
 
+# User components of the Lambda path (infra.hooks): here, the tenant header in every log line.
+celery_lambda_hooks = ["tasks.hooks:TenantLogKeys"]
+
 # Resource protection on workers: replace a pool child after N tasks or once it holds too much
 # memory (CELERY_WORKER_MAX_TASKS_PER_CHILD, CELERY_WORKER_MAX_MEMORY_PER_CHILD in KiB; 0 = off).
 # The Lambda path has its own guard (infra.memory), derived from the function's memory size.

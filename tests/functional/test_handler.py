@@ -32,6 +32,8 @@ from celery.signals import before_task_publish
 
 from handlers.sqs import handler
 from infra import aws, runtime
+from infra.errors import ConfigurationError
+from infra.hooks import CONFIG_KEY, Hooks, RecordHook, register
 from infra.items import task_key
 from infra.local.cli import point_app_at
 from infra.local.consumer import build_event, delete_requests, make_context
@@ -1083,3 +1085,127 @@ def test_a_task_leaking_a_thread_and_a_file_does_not_stop_later_records(
         assert any(t.name == f"leaked-{leaked}" for t in threading.enumerate())
     finally:
         probe.close_leaks()
+
+
+# ---------------------------------------------------------------- hooks
+
+
+class Recorder(RecordHook):
+    """Notes every call it gets."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def before_record(self, record: Any, context: Any) -> None:
+        self.calls.append(("before_record", record["messageId"]))
+
+    def on_decode_error(self, record: Any, error: Exception) -> None:
+        self.calls.append(("on_decode_error", type(error).__name__))
+
+    def before_task(self, message: Any, record: Any) -> None:
+        self.calls.append(("before_task", message.task_name))
+
+    def on_outcome(self, message: Any, outcome: Any) -> None:
+        self.calls.append(("on_outcome", outcome.state))
+
+    def after_record(self, record: Any, error: BaseException | None) -> None:
+        self.calls.append(("after_record", type(error).__name__ if error else None))
+
+
+class Broken(RecordHook):
+    """Raises from every hook method."""
+
+    def _fail(self, *args: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    before_record = on_decode_error = before_task = on_outcome = after_record = _fail
+
+
+@pytest.fixture
+def hooked() -> Iterator[Callable[..., None]]:
+    """Register hooks on the probe app for one test."""
+
+    def use(*hooks: Any) -> None:
+        probe.app.conf[CONFIG_KEY] = list(hooks)
+        runtime.pipeline.cache_clear()
+
+    yield use
+    probe.app.conf[CONFIG_KEY] = []
+    runtime.pipeline.cache_clear()
+
+
+def test_hooks_see_each_step_of_a_record(queues: Queues, hooked: Callable[..., None]) -> None:
+    recorder = Recorder()
+    hooked(recorder)
+    probe.record.apply_async((marker(),))
+    good = receive(queues.source.queue_url, 1)[0]
+    bad = send_raw(queues.source.queue_url, "not a task")
+
+    failed = invoke(queues.source, [good, *receive(queues.source.queue_url, 1)])
+
+    assert failed == [bad]
+    assert recorder.calls == [
+        ("before_record", good["MessageId"]),
+        ("before_task", "probe.record"),
+        ("on_outcome", states.SUCCESS),
+        ("after_record", None),
+        ("before_record", bad),
+        ("on_decode_error", "MessageDecodeError"),
+        ("after_record", "MessageDecodeError"),
+    ]
+
+
+def test_a_failing_hook_is_logged_and_changes_nothing(
+    queues: Queues, hooked: Callable[..., None], stdout: pytest.CaptureFixture[str]
+) -> None:
+    recorder = Recorder()
+    hooked(Broken(), recorder)
+    done = marker()
+    probe.record.apply_async((done, 7))
+
+    assert invoke(queues.source, receive(queues.source.queue_url, 1)) == []
+
+    assert probe.calls(done) == 1
+    assert [c[0] for c in recorder.calls] == [
+        "before_record",
+        "before_task",
+        "on_outcome",
+        "after_record",
+    ]
+    failures = json_lines(stdout.readouterr().out, lambda o: o.get("hook") == "Broken")
+    assert {f["hook_method"] for f in failures} == {
+        "before_record",
+        "before_task",
+        "on_outcome",
+        "after_record",
+    }
+
+
+def test_hooks_by_name_and_by_decorator(queues: Queues, hooked: Callable[..., None]) -> None:
+    hooked("tasks.hooks:TenantLogKeys")
+    register(probe.app)(Recorder)
+
+    hooks = runtime.pipeline().hooks.hooks
+
+    assert [type(h).__name__ for h in hooks] == ["TenantLogKeys", "Recorder"]
+
+
+def test_an_unloadable_hook_is_a_clear_error() -> None:
+    app = Celery("hooks", set_as_current=False)
+    app.conf[CONFIG_KEY] = ["no.such:Hook"]
+
+    with pytest.raises(ConfigurationError, match="celery_lambda_hooks.*no.such:Hook"):
+        Hooks.of(app)
+
+
+def test_the_example_hook_puts_the_tenant_in_every_log_line(
+    queues: Queues, hooked: Callable[..., None], stdout: pytest.CaptureFixture[str]
+) -> None:
+    hooked("tasks.hooks:TenantLogKeys")
+    task_id = probe.record.apply_async((marker(),), headers={"tenant": "acme"}).id
+
+    assert invoke(queues.source, receive(queues.source.queue_url, 1)) == []
+
+    lines = json_lines(stdout.readouterr().out, lambda o: o.get("task_id") == task_id)
+    assert lines and all(line.get("tenant") == "acme" for line in lines)
+    assert any(line["message"] == "task finished" for line in lines)
