@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from infra.observability import logger, metrics
+from infra.observability import logger, metrics, task_metrics
 from infra.pipeline import record_log_keys
 from infra.runtime import prepare_batch, record_pipeline
 
@@ -37,9 +37,12 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     records = event.get("Records") or [{}]
     fifo = str(records[0].get("eventSourceARN", "")).endswith(".fifo")
     prepare_batch(event, context)
-    return process_partial_response(
-        event=event,
-        record_handler=record_handler,
-        processor=fifo_processor if fifo else processor,
-        context=context,
-    )
+    try:
+        return process_partial_response(
+            event=event,
+            record_handler=record_handler,
+            processor=fifo_processor if fifo else processor,
+            context=context,
+        )
+    finally:
+        task_metrics.flush()  # one EMF line per (task, queue) of the batch

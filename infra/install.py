@@ -5,7 +5,8 @@ One call, for ``tasks.app`` or any other app, before it publishes:
 - ``broker_transport`` = :mod:`infra.transport` (native delays, FIFO ids, large bodies in S3,
   clear unknown-queue errors, batched group publishing);
 - ``app.control.revoke`` records revocations in the results table (:mod:`infra.revoke`);
-- a group's tasks are published inside one :func:`infra.transport.batched` block.
+- a group's tasks are published inside one :func:`infra.transport.batched` block;
+- a worker writes the Lambda path's metrics (EMF) and outcome lines (:mod:`infra.worker_signals`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from celery import Celery
 from celery.canvas import group
 
-from infra import revoke
+from infra import revoke, worker_signals
 from infra.transport import TRANSPORT, batched
 
 __all__ = ["configure"]
@@ -30,6 +31,7 @@ def configure(app: Celery) -> Celery:
     if not app.conf.broker_transport:
         app.conf.broker_transport = TRANSPORT
     revoke.install(app)
+    worker_signals.install()
     _batch_group_publishing()
     return app
 

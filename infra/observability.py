@@ -7,13 +7,28 @@ objects are created here once (Logger and Metrics read their service and namespa
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Final
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 __all__ = [
+    "CONSUMER_METRICS",
+    "DIMENSION_QUEUE",
+    "DIMENSION_TASK",
     "LOG_KEYS",
+    "METRIC_BEAT_FAILED",
+    "METRIC_BEAT_PUBLISHED",
+    "METRIC_BEAT_SKIPPED",
+    "METRIC_ETA_LAG",
+    "METRIC_PAYLOAD_SIZE",
+    "METRIC_RECEIVED",
+    "METRIC_RECORDS",
+    "METRIC_STARTED",
+    "TASK_METRICS",
+    "TaskMetrics",
     "METRIC_DECODE_FAILED",
     "METRIC_CLAIM_HELD",
     "METRIC_DEFERRED",
@@ -33,6 +48,7 @@ __all__ = [
     "MetricUnit",
     "logger",
     "metrics",
+    "task_metrics",
     "tracer",
 ]
 
@@ -60,8 +76,59 @@ METRIC_RATE_LIMITED: Final = "TasksRateLimited"
 """No turn under the task's rate limit: handed back to SQS with a delay (FIFO: held)."""
 METRIC_MEMORY_HIGH: Final = "MemoryHigh"
 """Resident memory over the budget: the invocation stopped starting records."""
+METRIC_BEAT_PUBLISHED: Final = "ScheduledSlotsPublished"
+"""beat_schedule slots the scheduled tick published."""
+METRIC_BEAT_SKIPPED: Final = "ScheduledSlotsSkipped"
+"""Slots older than the catch-up window, never published (the tick was down too long)."""
+METRIC_BEAT_FAILED: Final = "ScheduledSlotsFailed"
+"""Slots the tick could not publish (given back for the next tick unless reported lost)."""
 METRIC_DURATION: Final = "TaskDuration"
 METRIC_QUEUE_WAIT: Final = "QueueWait"
+"""Milliseconds from SQS's SentTimestamp to the start of the task."""
+METRIC_RECEIVED: Final = "TasksReceived"
+"""A record decoded to a task message of a registered task."""
+METRIC_STARTED: Final = "TasksStarted"
+METRIC_ETA_LAG: Final = "EtaLag"
+"""Milliseconds from a task's ETA to its start (how late a scheduled task ran)."""
+METRIC_PAYLOAD_SIZE: Final = "PayloadSize"
+"""Bytes of the message body (the offloaded body's size for an S3 pointer)."""
+
+TASK_METRICS: Final = frozenset(
+    {
+        METRIC_RECEIVED,
+        METRIC_STARTED,
+        METRIC_SUCCEEDED,
+        METRIC_FAILED,
+        METRIC_RETRIED,
+        METRIC_REVOKED,
+        METRIC_EXPIRED,
+        METRIC_DELAYED,
+        METRIC_DUPLICATE,
+        METRIC_CLAIM_HELD,
+        METRIC_RATE_LIMITED,
+        METRIC_DURATION,
+        METRIC_QUEUE_WAIT,
+        METRIC_ETA_LAG,
+        METRIC_PAYLOAD_SIZE,
+    }
+)
+"""Emitted per task with the dimensions ``task_name`` and ``queue`` (never ids: bounded)."""
+METRIC_RECORDS: Final = "RecordsReceived"
+"""SQS records an invocation was handed (every invocation emits it)."""
+CONSUMER_METRICS: Final = frozenset(
+    {
+        METRIC_RECORDS,
+        METRIC_DECODE_FAILED,
+        METRIC_UNKNOWN_TASK,
+        METRIC_MACHINERY_FAILED,
+        METRIC_DEFERRED,
+        METRIC_MEMORY_HIGH,
+    }
+)
+"""Emitted with the ``service`` dimension only: records that never became a known task, and the
+consumer's own troubles."""
+DIMENSION_TASK: Final = "task_name"
+DIMENSION_QUEUE: Final = "queue"
 
 LOG_KEYS: Final = ("task_id", "task_name", "message_id", "receive_count")
 """Keys appended to every log line while a record is processed."""
@@ -69,3 +136,35 @@ LOG_KEYS: Final = ("task_id", "task_name", "message_id", "receive_count")
 logger = Logger(service=SERVICE, use_rfc3339=True)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
+
+
+class TaskMetrics:
+    """Per-task metrics, kept by (task name, queue) and written as one EMF line per pair.
+
+    Powertools' shared ``Metrics`` has one dimension set per flush; a batch mixes tasks, so each
+    pair gets its own ``EphemeralMetrics`` at flush time.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], list[tuple[str, MetricUnit, float]]] = {}
+
+    def add(
+        self, task_name: str, queue: str | None, name: str, unit: MetricUnit, value: float
+    ) -> None:
+        """Note one value of metric ``name`` for ``task_name`` on ``queue``."""
+        key = (task_name, queue or "unknown")
+        self._values.setdefault(key, []).append((name, unit, value))
+
+    def flush(self, write: Callable[[str], object] = print) -> None:
+        """Write what was noted as EMF lines (one JSON object per line) and forget it."""
+        values, self._values = self._values, {}
+        for (task_name, queue), noted in values.items():
+            line = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+            line.add_dimension(DIMENSION_TASK, task_name)
+            line.add_dimension(DIMENSION_QUEUE, queue)
+            for name, unit, value in noted:
+                line.add_metric(name=name, unit=unit, value=value)
+            write(json.dumps(line.serialize_metric_set(), separators=(",", ":")))
+
+
+task_metrics = TaskMetrics()

@@ -31,22 +31,27 @@ from infra.observability import (
     METRIC_DELAYED,
     METRIC_DUPLICATE,
     METRIC_DURATION,
+    METRIC_ETA_LAG,
     METRIC_EXPIRED,
     METRIC_FAILED,
     METRIC_MACHINERY_FAILED,
     METRIC_MEMORY_HIGH,
+    METRIC_PAYLOAD_SIZE,
     METRIC_QUEUE_WAIT,
     METRIC_RATE_LIMITED,
+    METRIC_RECEIVED,
     METRIC_RETRIED,
     METRIC_REVOKED,
+    METRIC_STARTED,
     METRIC_SUCCEEDED,
     METRIC_UNKNOWN_TASK,
     MetricUnit,
     logger,
     metrics,
+    task_metrics,
     tracer,
 )
-from infra.offload import PayloadMissing
+from infra.offload import SIZE_ATTRIBUTE, PayloadMissing
 from infra.protocol import TaskMessage
 from infra.ratelimit import RateLimiter, interval_of
 from infra.requeue import hold_request, is_fifo, resend_request
@@ -191,6 +196,7 @@ class Pipeline:
                 return RecordBodies(self.settings).missing(self.app, record, exc.pointer)
             logger.append_keys(task_id=message.task_id, task_name=message.task_name)
             self._resolve(message, record)
+            self._note_received(message, record)
             self.hooks.call("before_task", message, record)
             outcome = self._gate_and_run(message, record, context)
             RecordBodies(self.settings).settled(record, outcome)
@@ -257,19 +263,21 @@ class Pipeline:
         now = self.clock()
         verdict = decide(message, now, self.app.timezone)
         if isinstance(verdict, Expired):
-            metrics.add_metric(name=METRIC_EXPIRED, unit=MetricUnit.Count, value=1)
+            self._note(message, METRIC_EXPIRED)
             logger.info("task expired before it ran: REVOKED", expires=str(message.expires))
             return self.runner.expire(message)
         if isinstance(verdict, Delay):
             eta = aware(message.eta, self.app.timezone)
             assert eta is not None  # a Delay verdict has an ETA
             if is_fifo(record):
-                self._hold(record, (eta - now).total_seconds(), "task not yet due")
-            self._redelay(record, verdict.seconds, "task not yet due")
+                self._hold(message, record, (eta - now).total_seconds(), "task not yet due")
+            self._redelay(message, record, verdict.seconds, "task not yet due")
             return Outcome(states.PENDING, 0.0)
         return self._run(message, record, context)
 
-    def _hold(self, record: Mapping[str, Any], seconds: float, why: str) -> NoReturn:
+    def _hold(
+        self, message: TaskMessage, record: Mapping[str, Any], seconds: float, why: str
+    ) -> NoReturn:
         """Keep a FIFO record invisible for ``seconds`` and report it (keeping the group's order).
 
         FIFO queues take no per-message delay, and re-sending would reorder the group. Each hold
@@ -278,15 +286,17 @@ class Pipeline:
         """
         request = hold_request(record, seconds, time.time(), self.settings)
         aws.client("sqs", self.settings).change_message_visibility(**request)
-        metrics.add_metric(name=METRIC_DELAYED, unit=MetricUnit.Count, value=1)
+        self._note(message, METRIC_DELAYED)
         logger.info(f"FIFO {why}: held invisible", hold_seconds=request["VisibilityTimeout"])
         raise RecordHeld(f"FIFO record held for {request['VisibilityTimeout']}s: {why}")
 
-    def _redelay(self, record: Mapping[str, Any], seconds: float, why: str) -> None:
+    def _redelay(
+        self, message: TaskMessage, record: Mapping[str, Any], seconds: float, why: str
+    ) -> None:
         """Send the same body again, invisible for ``seconds``; the original is then acked."""
         request = resend_request(record, seconds, self.settings)
         aws.client("sqs", self.settings).send_message(**request)
-        metrics.add_metric(name=METRIC_DELAYED, unit=MetricUnit.Count, value=1)
+        self._note(message, METRIC_DELAYED)
         logger.info(f"{why}: re-sent with a delay", delay_seconds=request["DelaySeconds"])
 
     def _claim(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> ClaimOutcome:
@@ -307,15 +317,15 @@ class Pipeline:
         """None when this consumer may run the task; otherwise how the record was settled."""
         claim = self._claim(message, record, context)
         if isinstance(claim, Terminal):
-            metrics.add_metric(name=METRIC_DUPLICATE, unit=MetricUnit.Count, value=1)
+            self._note(message, METRIC_DUPLICATE)
             logger.info("task already finished: acked without running", state=claim.state)
             return Outcome(claim.state, 0.0, "duplicate")
         if isinstance(claim, Held):
-            metrics.add_metric(name=METRIC_CLAIM_HELD, unit=MetricUnit.Count, value=1)
+            self._note(message, METRIC_CLAIM_HELD)
             logger.info("task is running elsewhere: record comes back later", owner=claim.owner)
             raise RecordClaimedElsewhere(f"claimed by {claim.owner} until {claim.lease_until}")
         if isinstance(claim, Revoked):
-            metrics.add_metric(name=METRIC_REVOKED, unit=MetricUnit.Count, value=1)
+            self._note(message, METRIC_REVOKED)
             logger.info("task revoked: REVOKED, not run", revoked_id=claim.by)
             return self.runner.revoke(message, "revoked")
         return None
@@ -340,10 +350,10 @@ class Pipeline:
             raise
         if wait == 0.0:
             return True
-        metrics.add_metric(name=METRIC_RATE_LIMITED, unit=MetricUnit.Count, value=1)
+        self._note(message, METRIC_RATE_LIMITED)
         if is_fifo(record):
-            self._hold(record, wait, "task over its rate limit")
-        self._redelay(record, wait, "task over its rate limit")
+            self._hold(message, record, wait, "task over its rate limit")
+        self._redelay(message, record, wait, "task over its rate limit")
         return False
 
     def _run(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> Outcome:
@@ -352,10 +362,7 @@ class Pipeline:
         settled = self._claimed_or_settled(message, record, context)
         if settled is not None:
             return settled
-        sent_ms = record.get("attributes", {}).get("SentTimestamp")
-        if sent_ms:
-            wait = max(time.time() * 1000 - int(sent_ms), 0)
-            metrics.add_metric(name=METRIC_QUEUE_WAIT, unit=MetricUnit.Milliseconds, value=wait)
+        self._note_start(message, record)
         before = self.memory.measure()
         try:
             with tracer.provider.in_subsegment(f"## {message.task_name}"):
@@ -368,21 +375,51 @@ class Pipeline:
             raise RecordDeferred("interrupted by the invocation deadline") from exc
         finally:
             self.memory.observe(message.task_name, before)
-        self._record_outcome(outcome)
+        self._record_outcome(message, outcome)
         if outcome.requeue:
             raise RecordRequeued("the task raised Reject(requeue=True)")
         return outcome
 
-    def _record_outcome(self, outcome: Outcome) -> None:
+    def _note(
+        self,
+        message: TaskMessage,
+        name: str,
+        value: float = 1,
+        unit: MetricUnit = MetricUnit.Count,
+    ) -> None:
+        """A per-task metric, with the task name and queue as its dimensions."""
+        task_metrics.add(message.task_name, message.queue, name, unit, value)
+
+    def _note_received(self, message: TaskMessage, record: Mapping[str, Any]) -> None:
+        self._note(message, METRIC_RECEIVED)
+        size = (record.get("messageAttributes") or {}).get(SIZE_ATTRIBUTE, {}).get("stringValue")
+        payload = int(size) if size else len(str(record.get("body", "")).encode())
+        self._note(message, METRIC_PAYLOAD_SIZE, payload, MetricUnit.Bytes)
+
+    def _note_start(self, message: TaskMessage, record: Mapping[str, Any]) -> None:
+        now = time.time()
+        self._note(message, METRIC_STARTED)
+        sent_ms = record.get("attributes", {}).get("SentTimestamp")
+        if sent_ms:
+            wait = max(now * 1000 - int(sent_ms), 0)
+            self._note(message, METRIC_QUEUE_WAIT, wait, MetricUnit.Milliseconds)
+        eta = aware(message.eta, self.app.timezone)
+        if eta is not None:
+            lag = max(now - eta.timestamp(), 0) * 1000
+            self._note(message, METRIC_ETA_LAG, lag, MetricUnit.Milliseconds)
+
+    def _record_outcome(self, message: TaskMessage, outcome: Outcome) -> None:
         name = _STATE_METRICS.get(outcome.state)
         if name:
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-        metrics.add_metric(
-            name=METRIC_DURATION, unit=MetricUnit.Milliseconds, value=outcome.duration * 1000
-        )
+            self._note(message, name)
+        duration_ms = outcome.duration * 1000
+        self._note(message, METRIC_DURATION, duration_ms, MetricUnit.Milliseconds)
         logger.info(
             "task finished",
             state=outcome.state,
-            duration_ms=round(outcome.duration * 1000, 1),
+            duration_ms=round(duration_ms, 1),
             exception=outcome.exception,
+            queue=message.queue,
+            root_id=message.root_id,
+            parent_id=message.parent_id,
         )

@@ -14,7 +14,13 @@ from infra import aws
 from infra.claims import BatchClaims, store_for_app
 from infra.errors import ConfigurationError
 from infra.hooks import Hooks
-from infra.observability import METRIC_MACHINERY_FAILED, MetricUnit, logger, metrics
+from infra.observability import (
+    METRIC_MACHINERY_FAILED,
+    METRIC_RECORDS,
+    MetricUnit,
+    logger,
+    metrics,
+)
 from infra.pipeline import Pipeline
 from infra.ratelimit import RateLimiter
 from infra.results import DynamoDBBackend
@@ -94,11 +100,13 @@ def record_pipeline() -> Pipeline:
 
 def prepare_batch(event: dict[str, Any], context: Any) -> None:
     """Claim the batch's tasks in one request; on any trouble records claim one by one."""
+    records = event.get("Records") or []
+    metrics.add_metric(name=METRIC_RECORDS, unit=MetricUnit.Count, value=len(records))
     try:
         pipe = pipeline()
     except Exception:  # every record reports the load failure when it is processed
         return
     try:
-        pipe.prepare(event.get("Records") or [], context)
+        pipe.prepare(records, context)
     except Exception:
         logger.exception("preparing the batch failed; claiming record by record")

@@ -40,6 +40,7 @@ from infra.local.consumer import build_event, delete_requests, make_context
 from infra.local.deploy import Deployment, EventSource
 from infra.memory import BUDGET_FRACTION, resident_bytes
 from infra.observability import (
+    CONSUMER_METRICS,
     LOG_KEYS,
     METRIC_DECODE_FAILED,
     METRIC_DEFERRED,
@@ -49,12 +50,17 @@ from infra.observability import (
     METRIC_FAILED,
     METRIC_MACHINERY_FAILED,
     METRIC_MEMORY_HIGH,
+    METRIC_PAYLOAD_SIZE,
     METRIC_QUEUE_WAIT,
     METRIC_RATE_LIMITED,
+    METRIC_RECEIVED,
+    METRIC_RECORDS,
     METRIC_RETRIED,
+    METRIC_STARTED,
     METRIC_SUCCEEDED,
     METRIC_UNKNOWN_TASK,
     NAMESPACE,
+    TASK_METRICS,
     logger,
 )
 from infra.pipeline import SAFETY_MARGIN_SECONDS
@@ -242,14 +248,18 @@ def json_lines(text: str, keep: Callable[[dict[str, Any]], bool]) -> list[dict[s
 
 
 def emf_metrics(text: str) -> dict[str, list[float]]:
-    """The application metrics of the last EMF line printed (not the cold-start one)."""
+    """The application metrics of the EMF lines printed (not the cold-start one), merged."""
     blobs = json_lines(text, lambda o: "_aws" in o and "ColdStart" not in o)
     assert blobs, f"no EMF line in {text!r}"
-    blob = blobs[-1]
-    [directive] = blob["_aws"]["CloudWatchMetrics"]
-    assert directive["Namespace"] == NAMESPACE
-    names = [metric["Name"] for metric in directive["Metrics"]]
-    return {name: [float(v) for v in _as_list(blob[name])] for name in names}
+    merged: dict[str, list[float]] = {}
+    for blob in blobs:
+        [directive] = blob["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == NAMESPACE
+        for metric in directive["Metrics"]:
+            merged.setdefault(metric["Name"], []).extend(
+                float(v) for v in _as_list(blob[metric["Name"]])
+            )
+    return merged
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -306,7 +316,10 @@ def test_app_that_cannot_be_loaded_returns_every_record(
     failed = invoke(queues.source, messages)
 
     assert failed == [m["MessageId"] for m in messages]
-    assert emf_metrics(stdout.readouterr().out) == {METRIC_MACHINERY_FAILED: [1.0, 1.0]}
+    assert emf_metrics(stdout.readouterr().out) == {
+        METRIC_RECORDS: [2.0],
+        METRIC_MACHINERY_FAILED: [1.0, 1.0],
+    }
     # Loading is retried by the next invocation, which then runs them.
     monkeypatch.setenv("CELERY_APP", "tests.apps.probe:app")
     visible_again(queues.source.queue_url, messages)
@@ -821,8 +834,13 @@ def test_metrics_name_what_happened(
     failed = invoke(queues.source, messages)
 
     assert len(failed) == 2
-    metrics = emf_metrics(stdout.readouterr().out)
+    out = stdout.readouterr().out
+    metrics = emf_metrics(out)
     assert set(metrics) == {
+        METRIC_RECORDS,
+        METRIC_RECEIVED,
+        METRIC_PAYLOAD_SIZE,
+        METRIC_STARTED,
         METRIC_SUCCEEDED,
         METRIC_FAILED,
         METRIC_RETRIED,
@@ -833,12 +851,31 @@ def test_metrics_name_what_happened(
         METRIC_DURATION,
         METRIC_QUEUE_WAIT,
     }
+    assert metrics[METRIC_RECORDS] == [8.0]
+    assert sum(metrics[METRIC_RECEIVED]) == 6  # all but the unknown task and the garbage
+    assert sum(metrics[METRIC_STARTED]) == 4
+    assert all(size > 100 for size in metrics[METRIC_PAYLOAD_SIZE])
     assert sum(metrics[METRIC_SUCCEEDED]) == 2
     for name in (METRIC_FAILED, METRIC_RETRIED, METRIC_EXPIRED, METRIC_DELAYED):
         assert sum(metrics[name]) == 1, name
     assert sum(metrics[METRIC_UNKNOWN_TASK]) == sum(metrics[METRIC_DECODE_FAILED]) == 1
     assert len(metrics[METRIC_DURATION]) == len(metrics[METRIC_QUEUE_WAIT]) == 4
     assert all(value >= 0 for value in metrics[METRIC_QUEUE_WAIT])
+    assert_vocabulary(out)
+
+
+def assert_vocabulary(out: str) -> None:
+    """Every EMF line uses the fixed vocabulary: task metrics carry task and queue, nothing else
+    carries more than the service (no ids: bounded cardinality)."""
+    for blob in json_lines(out, lambda o: "_aws" in o and "ColdStart" not in o):
+        [directive] = blob["_aws"]["CloudWatchMetrics"]
+        names = {m["Name"] for m in directive["Metrics"]}
+        [dimensions] = directive["Dimensions"]
+        if names <= TASK_METRICS:
+            assert sorted(dimensions) == ["queue", "service", "task_name"]
+            assert blob["task_name"].startswith("probe.") and blob["queue"]
+        else:
+            assert names <= CONSUMER_METRICS and dimensions == ["service"]
 
 
 # ---------------------------------------------------------------- FIFO
