@@ -105,11 +105,14 @@ def send_request(
     *,
     options: PublishOptions,
     now: datetime,
+    trace_header: str | None = None,
 ) -> dict[str, Any]:
     """SendMessage parameters for one kombu message published to ``queue``.
 
     ``message_attributes`` is popped from the message's properties (as kombu does) so it is sent
-    as SQS attributes instead of inside the body.
+    as SQS attributes instead of inside the body. ``trace_header`` (the X-Ray header of the
+    publishing invocation) becomes the ``AWSTraceHeader`` system attribute, which links the
+    consumer's trace to the producer's.
     """
     properties = message.setdefault("properties", {})
     request: dict[str, Any] = {"QueueUrl": queue_url}
@@ -126,6 +129,10 @@ def send_request(
         delay = message_delay(message, now)
         if delay:
             request["DelaySeconds"] = delay
+    if trace_header:
+        request["MessageSystemAttributes"] = {
+            "AWSTraceHeader": {"DataType": "String", "StringValue": trace_header}
+        }
     body: str = dumps(message)  # type: ignore[no-untyped-call]
     request["MessageBody"] = base64.b64encode(body.encode()).decode() if options.base64 else body
     return request

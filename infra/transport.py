@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -107,7 +108,13 @@ class Channel(SQS.Channel):
         label = _label(message)
         options = self.publish_options
         request = send_request(
-            queue, self._new_queue(queue), message, options=options, now=datetime.now(UTC)
+            queue,
+            self._new_queue(queue),
+            message,
+            options=options,
+            now=datetime.now(UTC),
+            # Lambda sets this per invocation when tracing is active.
+            trace_header=os.environ.get("_X_AMZN_TRACE_ID"),
         )
         pointer = None
         if check_size(request, options, label):

@@ -284,3 +284,15 @@ def test_a_large_task_handed_back_keeps_its_pointer_and_body(queue_url: str) -> 
     delayed = aws.client("sqs").receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)
     assert "Messages" not in delayed  # invisible until its delay ends
     assert key in _payload_keys()
+
+
+def test_a_traced_publisher_links_its_trace_to_the_message(
+    queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", header)
+
+    probe.record.apply_async(("m", "v"), queue=QUEUE)
+
+    [message] = receive(queue_url, 1)
+    assert message["Attributes"]["AWSTraceHeader"] == header

@@ -310,3 +310,18 @@ def test_entries_still_failing_after_retries_are_reported() -> None:
         batch.flush()
 
     assert len(sqs.calls) == 3
+
+
+def test_the_publishers_trace_header_travels_as_a_system_attribute() -> None:
+    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+
+    request = send_request(
+        "q", URL, kombu_message(1, 2), options=OPTIONS, now=NOW, trace_header=header
+    )
+    untraced = send_request("q", URL, kombu_message(1, 2), options=OPTIONS, now=NOW)
+
+    assert request["MessageSystemAttributes"] == {
+        "AWSTraceHeader": {"DataType": "String", "StringValue": header}
+    }
+    assert "MessageSystemAttributes" not in untraced
+    assert batch_entry(0, request)["MessageSystemAttributes"] == request["MessageSystemAttributes"]
