@@ -28,6 +28,10 @@ __all__ = ["BUDGET_FRACTION", "MemoryGuard", "budget_bytes", "resident_bytes"]
 BUDGET_FRACTION = 0.85
 """Share of the function's memory a process may hold before it stops starting records: the rest
 is headroom for the record in progress, the response and the runtime itself."""
+GROWTH_FRACTION = 0.10
+"""Growth since the first check (share of the function's memory) that must also be exceeded: a
+function configured so small that the loaded app alone is over the budget is not recycled
+forever for memory no task took."""
 _MIB = 1024 * 1024
 
 
@@ -61,6 +65,8 @@ class MemoryGuard:
     measure: Callable[[], int] = resident_bytes
     exit: Callable[[], NoReturn] = _exit
     tripped: bool = False
+    baseline: int | None = None
+    """Resident bytes at the container's first check, before any task ran."""
     grown_most: tuple[str, int] | None = None
     """The task whose run grew resident memory the most, and by how many bytes."""
 
@@ -74,7 +80,11 @@ class MemoryGuard:
         """The resident bytes when they exceed the invocation's budget; None when within it."""
         budget = budget_bytes(context)
         used = self.measure()
+        if self.baseline is None:
+            self.baseline = used
         if budget is None or used <= budget:
+            return None
+        if used - self.baseline <= budget / BUDGET_FRACTION * GROWTH_FRACTION:
             return None
         self.tripped = True
         return used

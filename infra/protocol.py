@@ -22,8 +22,12 @@ id and the raw body; no other exception escapes :func:`decode` whatever the body
 from __future__ import annotations
 
 import base64
+import bz2
+import lzma
 import math
+import re
 import reprlib
+import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,10 +42,23 @@ from kombu.utils.json import loads as kombu_json_loads
 from infra.errors import ConfigurationError, MessageDecodeError
 from infra.limits import SQS_MAX_MESSAGE_BYTES
 
-__all__ = ["MAX_BODY_CHARS", "TaskMessage", "decode"]
+__all__ = [
+    "MAX_BODY_CHARS",
+    "MAX_DECOMPRESSED_BYTES",
+    "MAX_HEADERS",
+    "MAX_NESTING",
+    "TaskMessage",
+    "decode",
+]
 
 MAX_BODY_CHARS: Final = SQS_MAX_MESSAGE_BYTES * 2
 """Longest SQS body :func:`decode` looks at; anything longer cannot have come from SQS."""
+MAX_HEADERS: Final = 256
+"""Most message headers accepted (Celery sends about 25; the rest are the producer's own)."""
+MAX_NESTING: Final = 64
+"""Deepest JSON nesting accepted in the envelope and the task body, checked before parsing."""
+MAX_DECOMPRESSED_BYTES: Final = 64 * 1024 * 1024
+"""Largest body a compressed message may expand to (a 1 MiB zlib bomb could expand to 1 GiB)."""
 
 _EMBED_KEYS: Final = ("callbacks", "errbacks", "chain", "chord")
 
@@ -199,8 +216,23 @@ def _unwrap_sqs_body(body: object, max_chars: int) -> str | bytes:
     return _b64decode(text, "SQS body is neither a JSON object nor base64")
 
 
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _check_nesting(data: str | bytes, what: str) -> None:
+    """Refuse JSON nested deeper than MAX_NESTING, before a parser recurses into it."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub(b"", raw)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        if depth > MAX_NESTING:
+            raise _Invalid(f"{what} is nested deeper than {MAX_NESTING} levels")
+
+
 def _envelope_json(text: str | bytes) -> Any:
     """Parse the envelope with kombu's JSON, as the SQS transport does."""
+    _check_nesting(text, "envelope")
     try:
         return _json_loads(text)
     # kombu's __type__ hook hands values to registered type decoders (Decimal, UUID, datetime,
@@ -226,12 +258,16 @@ def _envelope(data: Any) -> _Envelope:
     for key, (value, kind) in fields.items():
         if not isinstance(value, kind):
             raise _Invalid(f"envelope {key!r} is {type(value).__name__}: {_brief(value)}")
+    if len(fields["headers"][0]) > MAX_HEADERS:
+        raise _Invalid(f"message has {len(fields['headers'][0])} headers, over {MAX_HEADERS}")
     return _Envelope(*(value for value, _ in fields.values()))  # fields are in _Envelope's order
 
 
 def _payload(envelope: _Envelope, accept: set[str]) -> Any:
     """Undo body encoding and compression, then deserialize with kombu's registry."""
     data = _decompress(_body_bytes(envelope), envelope.headers.get("compression"))
+    if envelope.content_type in ("application/json", "application/x-yaml"):
+        _check_nesting(data, "task body")
     try:
         return _deserialize(data, envelope.content_type, envelope.content_encoding, accept=accept)
     except ContentDisallowed as exc:
@@ -271,11 +307,29 @@ def _decompress(data: bytes, compression: Any) -> bytes:
     except KeyError as exc:
         raise _Invalid(f"unknown compression {compression!r}") from exc
     try:
-        result = decompressor(data)
+        result = _bounded_decompress(compression, data) or decompressor(data)
     # Each registered decompressor raises its own type (zlib.error, OSError, LZMAError, ...).
     except Exception as exc:
         raise _Invalid(f"body is not valid {compression} data: {_describe(exc)}") from exc
+    if len(result) > MAX_DECOMPRESSED_BYTES:
+        raise _Invalid(f"body expands past {MAX_DECOMPRESSED_BYTES} bytes when decompressed")
     return result
+
+
+def _bounded_decompress(compression: str, data: bytes) -> bytes | None:
+    """Decompress at most one byte past the limit, for the stdlib codecs kombu uses.
+
+    None for codecs without a streaming bound here (brotli, zstd): their output is checked after.
+    """
+    limit = MAX_DECOMPRESSED_BYTES + 1
+    name = compression.lower()
+    if name in ("zlib", "application/x-gzip"):
+        return zlib.decompressobj().decompress(data, limit)
+    if name in ("bzip2", "application/x-bz2"):
+        return bz2.BZ2Decompressor().decompress(data, limit)
+    if name in ("lzma", "xz", "application/x-lzma", "application/x-xz"):
+        return lzma.LZMADecompressor().decompress(data, limit)
+    return None
 
 
 def _task_message(envelope: _Envelope, payload: Any, message_id: str) -> TaskMessage:

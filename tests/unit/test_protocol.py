@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import zlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -20,7 +21,14 @@ from kombu import compression as kombu_compression
 from kombu.exceptions import ContentDisallowed
 
 from infra.errors import ConfigurationError, MessageDecodeError
-from infra.protocol import MAX_BODY_CHARS, TaskMessage, decode
+from infra.protocol import (
+    MAX_BODY_CHARS,
+    MAX_DECOMPRESSED_BYTES,
+    MAX_HEADERS,
+    MAX_NESTING,
+    TaskMessage,
+    decode,
+)
 from tests.unit.celery_messages import (
     UNPICKLED,
     Tripwire,
@@ -368,7 +376,7 @@ GARBAGE: dict[str, tuple[Callable[[str], object], str]] = {
         lambda _: '{"body": {"__type__": "decimal", "__value__": "abc"}}',
         "envelope is not valid JSON",
     ),
-    "deeply-nested-envelope": (lambda _: '{"body": ' + NESTED + "}", "not valid JSON"),
+    "deeply-nested-envelope": (lambda _: '{"body": ' + NESTED + "}", "nested deeper than 64"),
     "no-body": (_drop("body"), "envelope has no 'body'"),
     "no-properties": (_drop("properties"), "envelope has no 'properties'"),
     "content-type-list": (_set("content-type", ["x"]), "envelope 'content-type' is list"),
@@ -377,7 +385,7 @@ GARBAGE: dict[str, tuple[Callable[[str], object], str]] = {
     "body-not-base64": (_set("body", "***"), "body is not valid base64"),
     "body-encoding-rot13": (_set("properties.body_encoding", "rot13"), "unsupported body_encoding"),
     "body-not-json": (_set("body", b64("{nope")), "body is not valid application/json"),
-    "deeply-nested-body": (_set("body", b64(NESTED)), "body is not valid application/json"),
+    "deeply-nested-body": (_set("body", b64(NESTED)), "task body is nested deeper than 64"),
     "unknown-compression": (
         _set("headers.compression", "application/x-snappy"),
         "unknown compression 'application/x-snappy'",
@@ -440,7 +448,6 @@ def test_a_real_message_cut_in_half_is_refused(base64_envelope: bool) -> None:
 
 def test_errors_keep_the_underlying_exception_as_cause() -> None:
     assert isinstance(refused("this is not base64!").__cause__, binascii.Error)
-    assert isinstance(refused('{"body": ' + NESTED + "}").__cause__, RecursionError)
 
 
 def test_a_body_too_large_for_sqs_is_refused_before_decoding() -> None:
@@ -448,6 +455,42 @@ def test_a_body_too_large_for_sqs_is_refused_before_decoding() -> None:
     assert decode(padded.strip(), message_id="m-1").task_id == "task-plain"
 
     assert "over the" in refused(padded).reason
+
+
+def test_nesting_is_bounded_and_brackets_inside_strings_do_not_count() -> None:
+    def with_args(args: object) -> str:  # the task body is [args, kwargs, embed]
+        body = b64(json.dumps([args, {}, {}]))
+        return rewrite_envelope(plain_body(), lambda e: e.__setitem__("body", body))
+
+    def nested(depth: int) -> Any:
+        return json.loads("[" * depth + "]" * depth)
+
+    deepest = [nested(MAX_NESTING - 2)]  # + the args list + the body list = MAX_NESTING
+    assert decode(with_args(deepest), message_id="m").args == tuple(deepest)
+    assert decode(with_args(["[[[[" * 100]), message_id="m").args == ("[[[[" * 100,)
+    assert "nested deeper than" in refused(with_args([nested(MAX_NESTING - 1)])).reason
+
+
+def test_header_count_is_bounded() -> None:
+    many = rewrite_envelope(
+        plain_body(),
+        lambda e: e["headers"].update({f"x-{i}": i for i in range(MAX_HEADERS)}),
+    )
+
+    assert f"over {MAX_HEADERS}" in refused(many).reason
+
+
+def test_a_compression_bomb_is_refused_without_expanding_it() -> None:
+    bomb = zlib.compress(b"[" + b" " * (MAX_DECOMPRESSED_BYTES + 10) + b"]", 9)
+    body = rewrite_envelope(
+        plain_body(),
+        lambda e: (
+            e.__setitem__("body", b64(bomb)),
+            e["headers"].__setitem__("compression", "application/x-gzip"),
+        ),
+    )
+
+    assert "expands past" in refused(body).reason
 
 
 def test_a_body_fetched_through_a_pointer_may_be_larger_up_to_its_own_limit() -> None:
