@@ -8,7 +8,8 @@
     ├── UnknownTaskError        a well-formed message naming a task the app does not register
     ├── PublishError            a message could not be published as asked (size, queue, SQS refused)
     │   └── UnknownQueueError   routed to a queue the configuration does not name
-    └── StoreError              the result/claim store could not be reached or refused a write
+    ├── StoreError              the result/claim store could not be reached or refused a write
+    └── ScheduleError           a scheduled tick could not publish every beat slot that came due
 
 AWS ``ClientError``s are translated at the boundary with ``raise ... from exc`` so callers never
 need botocore to tell these apart.
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigurationError",
     "MessageDecodeError",
     "PublishError",
+    "ScheduleError",
     "StoreError",
     "UnknownQueueError",
     "UnknownTaskError",
@@ -67,3 +69,7 @@ class PublishError(CeleryLambdaError):
 
 class UnknownQueueError(PublishError):
     """A task was routed to a queue that the configuration (``CELERY_QUEUE_URLS``) does not name."""
+
+
+class ScheduleError(CeleryLambdaError):
+    """A scheduled tick left slots unpublished (each is given back for the next tick if it can)."""

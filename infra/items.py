@@ -19,6 +19,14 @@ Item layout (partition key ``id``)::
     lease_until  N   epoch seconds after which the claim may be taken over
     result_object S  "s3://<bucket>/<key>" of a result too large for the item (``result`` then
                      holds a small meta pointing at it); absent otherwise
+
+The scheduled tick (``infra.beat_state``) keeps one item per ``beat_schedule`` entry in the same
+table, without ``ttl`` (it must never expire) and without the index attributes (it stays out of
+the indexes)::
+
+    id           S   "celery-lambda-beat-<entry name>"
+    last_slot    N   epoch seconds of the last slot claimed (fired, or skipped as too old)
+    updated_at   N   epoch seconds of the last write
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ __all__ = [
     "KIND_REVOCATION",
     "KIND_TASK",
     "TERMINAL_STATES",
+    "beat_key",
     "revocation_key",
     "task_key",
 ]
@@ -64,3 +73,8 @@ def task_key(task_id: str) -> str:
 def revocation_key(id_: str) -> str:
     """Key of the revocation marker of a task, group or workflow root id."""
     return f"celery-lambda-revoked-{id_}"
+
+
+def beat_key(entry_name: str) -> str:
+    """Key of the item recording the last fired slot of the ``beat_schedule`` entry."""
+    return f"celery-lambda-beat-{entry_name}"

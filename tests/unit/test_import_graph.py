@@ -1,4 +1,4 @@
-"""The Lambda entry point's import graph: no local tooling, no emulator, no AWS call at import."""
+"""The Lambda entry points' import graph: no local tooling, no emulator, no AWS call at import."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 CHECK = """
 import json, sys
-import handlers.sqs
+import {module}
 from infra import aws
 banned = [
     m for m in sys.modules if m.split(".")[0] in ("moto", "tests") or m.startswith("infra.local")
@@ -17,9 +19,10 @@ print(json.dumps({"banned": banned, "clients": len(aws._clients)}))
 """
 
 
-def test_handler_import_reaches_no_local_tooling_and_makes_no_client() -> None:
+@pytest.mark.parametrize("module", ["handlers.sqs", "handlers.beat"])
+def test_handler_import_reaches_no_local_tooling_and_makes_no_client(module: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", CHECK],
+        [sys.executable, "-c", CHECK.replace("{module}", module)],
         capture_output=True,
         text=True,
         timeout=120,
