@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from celery.exceptions import SecurityError
 from celery.utils.time import maybe_iso8601
 from kombu.compression import get_decoder
 from kombu.exceptions import ContentDisallowed, DecodeError, SerializerNotInstalled
@@ -276,6 +277,9 @@ def _payload(envelope: _Envelope, accept: set[str]) -> Any:
     except SerializerNotInstalled as exc:
         raise _Invalid(f"no deserializer installed for {envelope.content_type!r}") from exc
     except DecodeError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, SecurityError):  # Celery's auth serializer: signed messages
+            raise _Invalid(f"signature check failed: {_describe(cause)}") from exc
         raise _Invalid(f"body is not valid {envelope.content_type}: {_describe(exc)}") from exc
 
 
