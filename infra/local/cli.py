@@ -84,6 +84,7 @@ def deployment_with_credentials(deployment: Deployment) -> Deployment:
         environment=env,
         outputs=deployment.outputs,
         event_sources=deployment.event_sources,
+        schedules=deployment.schedules,
     )
 
 

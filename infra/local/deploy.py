@@ -23,7 +23,7 @@ from infra.local import template as tpl
 from infra.local.intrinsics import Scope, references, resolve
 from infra.settings import Settings
 
-__all__ = ["ACCOUNT_ID", "DEFAULT_STACK", "Deployment", "EventSource", "deploy"]
+__all__ = ["ACCOUNT_ID", "DEFAULT_STACK", "Deployment", "EventSource", "ScheduleSource", "deploy"]
 
 DEFAULT_STACK = "celery-lambda"
 ACCOUNT_ID = "123456789012"  # moto's and LocalStack's default account
@@ -73,6 +73,18 @@ class EventSource:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleSource:
+    """One schedule of the template (EventBridge rule or Scheduler) that invokes a function."""
+
+    function: str
+    handler: str
+    rule_arn: str
+    expression: str
+    timeout: int
+    memory_size: int = 128
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """What deploy-local created and the environment producers and consumers need."""
 
@@ -83,6 +95,7 @@ class Deployment:
     environment: Mapping[str, str]
     outputs: Mapping[str, Any]
     event_sources: tuple[EventSource, ...]
+    schedules: tuple[ScheduleSource, ...] = ()
 
     def exports(self) -> str:
         """``export NAME=value`` lines for a shell."""
@@ -309,6 +322,38 @@ def _event_sources(resources: Mapping[str, Any], scope: Scope) -> tuple[EventSou
     return tuple(sources)
 
 
+_SCHEDULES = {"AWS::Events::Rule": "Targets", "AWS::Scheduler::Schedule": "Target"}
+
+
+def _schedules(
+    resources: Mapping[str, Any], scope: Scope, stack: str, region: str
+) -> tuple[ScheduleSource, ...]:
+    """The schedules that invoke a function of the template (played locally by a direct call)."""
+    found = []
+    for name, spec in resources.items():
+        targets = spec.get("Properties", {}).get(_SCHEDULES.get(spec.get("Type"), ""))
+        expression = spec.get("Properties", {}).get("ScheduleExpression")
+        if not targets or not expression:
+            continue
+        for target in targets if isinstance(targets, list) else [targets]:
+            functions = references(target.get("Arn")) & resources.keys()
+            for function in sorted(functions):
+                if resources[function].get("Type") != "AWS::Lambda::Function":
+                    continue
+                fprops = resolve(resources[function]["Properties"], scope)
+                found.append(
+                    ScheduleSource(
+                        function=function,
+                        handler=fprops["Handler"],
+                        rule_arn=f"arn:aws:events:{region}:{ACCOUNT_ID}:rule/{stack}-{name}",
+                        expression=str(resolve(expression, scope)),
+                        timeout=int(fprops.get("Timeout", 3)),
+                        memory_size=int(fprops.get("MemorySize", 128)),
+                    )
+                )
+    return tuple(found)
+
+
 def deploy(
     settings: Settings | None = None,
     *,
@@ -355,6 +400,7 @@ def deploy(
             k: resolve(v.get("Value"), ctx.scope) for k, v in translated.get("Outputs", {}).items()
         },
         event_sources=_event_sources(resources, ctx.scope),
+        schedules=_schedules(resources, ctx.scope, stack_name, settings.region),
     )
 
 

@@ -2,7 +2,9 @@
 
 What the event-source emulator (:mod:`infra.local.consumer`) hands the handler and how it reads the
 answer, kept apart from the polling and the processes so each can be tested alone. Shapes follow
-https://docs.aws.amazon.com/lambda/latest/dg/with-sqs.html and the Python runtime's context.
+https://docs.aws.amazon.com/lambda/latest/dg/with-sqs.html and the Python runtime's context; the
+scheduled tick's event follows
+https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-scheduled.html.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.limits import SQS_MAX_BATCH_ENTRIES
-from infra.local.deploy import EventSource
+from infra.local.deploy import EventSource, ScheduleSource
 
 __all__ = [
     "LambdaContext",
     "build_event",
     "build_record",
+    "build_scheduled_event",
     "delete_requests",
     "make_context",
     "parse_batch_response",
@@ -75,10 +78,14 @@ def _environment_id(pid: int) -> str:
 
 
 def make_context(
-    source: EventSource, *, clock: Clock = time.time, memory_limit_in_mb: int | None = None
+    source: EventSource | ScheduleSource,
+    *,
+    clock: Clock = time.time,
+    memory_limit_in_mb: int | None = None,
 ) -> LambdaContext:
     """A fresh invocation context whose deadline is now + the function's timeout."""
-    _, _, _, region, account, _ = source.queue_arn.split(":", 5)
+    arn = source.queue_arn if isinstance(source, EventSource) else source.rule_arn
+    _, _, _, region, account, _ = arn.split(":", 5)
     now = clock()
     return LambdaContext(
         function_name=source.function,
@@ -140,6 +147,26 @@ def build_event(
 ) -> dict[str, Any]:
     """The event Lambda's SQS event source mapping invokes the function with."""
     return {"Records": [build_record(message, source, region) for message in messages]}
+
+
+def build_scheduled_event(
+    source: ScheduleSource, *, when: float | None = None, event_id: str | None = None
+) -> dict[str, Any]:
+    """The event an EventBridge schedule invokes its function with, for the minute of ``when``."""
+    _, _, _, region, account, _ = source.rule_arn.split(":", 5)
+    moment = time.time() if when is None else when
+    return {
+        "version": "0",
+        "id": event_id or str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        # The scheduled time, on the minute (the invocation itself comes seconds later).
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment - moment % 60)),
+        "region": region,
+        "resources": [source.rule_arn],
+        "detail": {},
+    }
 
 
 # ---------------------------------------------------------------- response

@@ -407,8 +407,9 @@ def test_lint_reports_a_broken_template(tmp_path: Path) -> None:
 
 def test_translate_builds_the_worker(translated: Template) -> None:
     assert "Transform" not in translated
-    assert set(of_type(translated, "AWS::Lambda::Function")) == {FUNCTION}
-    assert set(of_type(translated, "AWS::IAM::Role")) == {f"{FUNCTION}Role"}
+    # BeatFunction (the scheduled tick) is checked in test_template_beat.py.
+    assert set(of_type(translated, "AWS::Lambda::Function")) == {FUNCTION, "BeatFunction"}
+    assert set(of_type(translated, "AWS::IAM::Role")) == {f"{FUNCTION}Role", "BeatFunctionRole"}
     function = props(translated, FUNCTION)
     assert function["Role"] == {"Fn::GetAtt": [f"{FUNCTION}Role", "Arn"]}
     assert function["Handler"] == "handlers.sqs.handler"
