@@ -31,9 +31,7 @@ def routed_queues() -> set[str]:
 
 
 def template_queue_names(translated: dict[str, Any]) -> set[str]:
-    (function,) = (
-        r for r in translated["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
-    )
+    function = translated["Resources"]["WorkerFunction"]
     subs = function["Properties"]["Environment"]["Variables"]["CELERY_QUEUE_URLS"]["Fn::Sub"]
     return set(json.loads(subs))
 
