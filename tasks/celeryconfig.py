@@ -54,8 +54,21 @@ celery_lambda_hooks = ["tasks.hooks:TenantLogKeys"]
 worker_max_tasks_per_child = _settings.worker_max_tasks_per_child or None
 worker_max_memory_per_child = _settings.worker_max_memory_per_child or None
 
+# Periodic tasks: published by the BeatFunction's tick on Lambda (handlers/beat.py) or by a stock
+# `celery -A tasks beat` next to the workers -- run one or the other, never both. A sum a minute
+# late is worth nothing, so it expires rather than piling up behind a stopped consumer.
+beat_schedule = {
+    "add-every-minute": {
+        "task": "tasks.add",
+        "schedule": 60.0,
+        "args": (2, 2),
+        "options": {"expires": 60},
+    },
+}
+
 if __name__ == "__main__":
     print(f"broker_url = {broker_url!r}")
     print(f"result_backend = {result_backend!r} (table {_settings.results_table!r})")
     print(f"queues = {[q.name for q in task_queues]}, routes = {task_routes}")
+    print(f"beat_schedule = {sorted(beat_schedule)}")
     print("configuration OK")

@@ -268,6 +268,19 @@ def bench_publish(ctx: click.Context, count: int, round_size: int | None) -> Non
         _fail(str(exc))
 
 
+@lambda_.command("schedule")
+@click.option("--count", type=click.IntRange(min=1), default=3, show_default=True)
+@click.pass_context
+def schedule_command(ctx: click.Context, count: int) -> None:
+    """List the app's beat_schedule: schedule, task, queue, next COUNT runs, last fired slot."""
+    from infra.local.schedule import schedule_main
+
+    try:
+        schedule_main(ctx.obj.app, count=count)
+    except CeleryLambdaError as exc:
+        _fail(str(exc))
+
+
 @lambda_.command("revoke")
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--reason", default="revoked", show_default=True)

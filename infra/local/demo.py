@@ -1,5 +1,6 @@
 """``celery -A tasks lambda demo``: the brief's examples, published with plain ``apply_async``
-and consumed through the Lambda path (event-source emulator + ``handlers.sqs.handler``).
+and consumed through the Lambda path (event-source emulator + ``handlers.sqs.handler``), plus one
+tick of the scheduled function (``handlers.beat.handler``) publishing the app's beat_schedule.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from rich.table import Table
 from infra.local.cli import local_cloud, point_app_at
 from infra.local.consumer import consume, handler_from_source
 from infra.local.deploy import Deployment
+from infra.local.lambda_events import build_scheduled_event, make_context
 
-__all__ = ["Scenario", "run_demo", "scenarios"]
+__all__ = ["Scenario", "beat_tick", "run_demo", "scenarios"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,17 @@ def scenarios() -> list[Scenario]:
         Scenario("retry with backoff", lambda: flaky.apply_async(kwargs={"failures": 2})),
         Scenario("create_new_user", lambda: create_user.delay("demo-user", "correct horse")),
     ]
+
+
+def beat_tick(deployment: Deployment) -> list[tuple[str, AsyncResult]]:
+    """Invoke the scheduled function once, as EventBridge does; what it published, by entry."""
+    from handlers.beat import handler
+
+    fired = []
+    for source in deployment.schedules:
+        response = handler(build_scheduled_event(source), make_context(source))
+        fired += [(f"beat: {f['entry']}", AsyncResult(f["task_id"])) for f in response["fired"]]
+    return fired
 
 
 def _describe(result: ResultBase) -> tuple[str, str, str]:
@@ -96,9 +109,15 @@ def drain(deployment: Deployment) -> tuple[int, int]:
 def run_demo(app: Any, deployment: Deployment, console: Console) -> Table:
     """Publish every scenario, drain the queues through the Lambda path, tabulate the outcome."""
     point_app_at(app, deployment)
-    published = [(s, s.publish()) for s in scenarios()]
-    console.print(f"published {len(published)} examples; consuming through the Lambda handler…")
+    published: list[tuple[str, ResultBase]] = [(s.label, s.publish()) for s in scenarios()]
     emf = io.StringIO()
+    with contextlib.redirect_stdout(emf):
+        scheduled = beat_tick(deployment)
+    published += scheduled
+    console.print(
+        f"published {len(published) - len(scheduled)} examples and {len(scheduled)} scheduled "
+        "task(s) from one beat tick; consuming through the Lambda handler…"
+    )
     with contextlib.redirect_stdout(emf):
         batches, records = drain(deployment)
     _wait([r for _, r in published], timeout=30)
@@ -107,10 +126,10 @@ def run_demo(app: Any, deployment: Deployment, console: Console) -> Table:
     table = Table(title=f"Lambda path: {batches} batches, {records} records")
     for column in ("example", "task id", "state", "result"):
         table.add_column(column, overflow="fold")
-    for scenario, result in published:
+    for label, result in published:
         task_id, state, value = _describe(result)
         style = {"SUCCESS": "green", "FAILURE": "red"}.get(state, "yellow")
-        table.add_row(scenario.label, task_id[:8], f"[{style}]{state}[/]", value[:60])
+        table.add_row(label, task_id[:8], f"[{style}]{state}[/]", value[:60])
     return table
 
 

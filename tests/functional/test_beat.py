@@ -13,11 +13,15 @@ guarantee DynamoDB gives; the ticks themselves (reads, claims, publishes) still 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -299,3 +303,69 @@ def test_handler_publishes_the_due_entry_on_a_scheduled_event(
     (message,) = messages(queues.main_url, 1)
     assert (message.task_id, message.args) == (entry["task_id"], (4, 4))
     assert message.headers.get("celery_beat_task") is True
+
+
+# ---------------------------------------------------------------- the operator's view and the demo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_schedule(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tasks", "lambda", "schedule", "--count", "2"],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_schedule_lists_entries_with_next_runs_and_the_last_fired_slot(
+    cloud_env: dict[str, str],
+) -> None:
+    slot = on_the_minute(offset=0) - MINUTE
+    store().claim("add-every-minute", slot)  # tasks.app's entry (celeryconfig)
+
+    out = run_schedule(cloud_env)
+
+    assert out.returncode == 0, out.stderr
+    (row,) = [line for line in out.stdout.splitlines() if "add-every-minute" in line]
+    assert "every 1.00 minute" in row and "tasks.add" in row and "│ celery " in row
+    assert slot_task_id("add-every-minute", recorded("add-every-minute") or 0) in out.stdout
+    assert "unavailable" not in out.stdout
+
+
+def test_cli_schedule_without_a_store_still_lists_in_one_line(cloud_env: dict[str, str]) -> None:
+    out = run_schedule({**cloud_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+
+    assert out.returncode == 0, out.stderr
+    assert "add-every-minute" in out.stdout
+    (line,) = [line for line in out.stdout.splitlines() if "unavailable" in line]
+    assert (
+        line
+        == "last fired slots unavailable: nothing answers at AWS_ENDPOINT_URL=http://127.0.0.1:9"
+    )
+
+
+def test_demo_tick_publishes_the_example_schedule(cloud: Deployment) -> None:
+    from infra.local.demo import beat_tick
+
+    url = json.loads(cloud.environment["CELERY_QUEUE_URLS"])["celery"]
+    aws.client("sqs").purge_queue(QueueUrl=url)
+    aws.client("dynamodb").delete_item(  # never fired: the tick fires its current slot
+        TableName=Settings.from_env().results_table,
+        Key={"id": {"S": beat_key("add-every-minute")}},
+    )
+    previous = get_current_app()
+    beat_runtime.scheduler.cache_clear()
+    try:
+        [(label, result)] = beat_tick(cloud)
+    finally:
+        beat_runtime.scheduler.cache_clear()
+        previous.set_current()
+
+    assert label == "beat: add-every-minute"
+    (message,) = messages(url, 1)
+    assert (message.task_id, message.task_name, message.args) == (result.id, "tasks.add", (2, 2))
+    assert message.expires is not None  # the entry's options

@@ -558,3 +558,27 @@ def test_plan_of_a_new_entry_is_its_current_slot_only() -> None:
 
     assert plan(entry.schedule, None, now, 900).due == (at("2026-05-04T10:00:30Z"),)
     assert CURRENT_SLOT_SECONDS == 60
+
+
+def test_operators_rows_show_route_schedule_and_next_slots() -> None:
+    from infra.local.schedule import rows
+
+    app = make_app(
+        "Europe/Berlin",
+        nightly={"schedule": crontab(hour=2, minute=30), "task": "tasks.upload_files"},
+        routed={"schedule": 300, "options": {"queue": "high-priority"}},
+    )
+    app.conf.task_routes = {"tasks.upload_files": {"queue": "low-priority"}}
+    entries = entries_of(app)
+    now = at("2026-03-28T12:00Z")
+
+    nightly, routed = rows(app, entries, now, {"routed": at("2026-03-28T11:55Z")}, count=2)
+
+    assert (nightly.schedule, nightly.queue, nightly.last_slot) == (
+        "crontab 30 2 * * *",
+        "low-priority",
+        None,
+    )
+    assert nightly.next_slots == (at("2026-03-29T03:30+02:00"), at("2026-03-30T02:30+02:00"))
+    assert (routed.schedule, routed.queue) == ("every 5.00 minutes", "high-priority")
+    assert routed.next_slots == (at("2026-03-28T12:05Z"), at("2026-03-28T12:10Z"))
