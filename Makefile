@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint install clean events bench bench-publish
+.PHONY: demo test lint install clean events bench bench-publish build-WorkerFunction build-BeatFunction
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ bench-publish: $(STAMP)
 
 events: $(STAMP)
 	$(BIN)/python -m infra.local.events
+
+# `sam build` (BuildMethod: makefile) calls these with ARTIFACTS_DIR: the handlers, the app and
+# the engine room without infra/local, and the runtime dependencies as Lambda's Python 3.12 on
+# x86_64 needs them (wheels only, whatever Python runs the build).
+LAMBDA_PIP := --only-binary=:all: --platform manylinux2014_x86_64 --implementation cp --python-version 3.12
+build-WorkerFunction build-BeatFunction:
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp -R handlers tasks infra "$(ARTIFACTS_DIR)/"
+	rm -rf "$(ARTIFACTS_DIR)/infra/local"
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
+	$(PYTHON) -m pip install -q --no-compile --target "$(ARTIFACTS_DIR)" $(LAMBDA_PIP) -c constraints.txt -r requirements-lambda.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
