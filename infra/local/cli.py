@@ -295,3 +295,10 @@ def revoke_command(ctx: click.Context, ids: tuple[str, ...], reason: str) -> Non
         _fail(str(exc))
     for task_id in recorded:
         click.echo(f"revoked {task_id}")
+
+
+# The operator's commands (queues, inspect, dlq, stats) live in infra.local.ops_*; the one slow
+# import they need (Powertools, for `stats`) waits until that command runs.
+from infra.local.ops_cli import register as _register_operations  # noqa: E402
+
+_register_operations(lambda_)
