@@ -13,7 +13,8 @@ from typing import Any, Final
 from celery.beat import BeatLazyFunc
 
 from infra import aws
-from infra.beat import Beat, Entry, Publisher, TickReport, entries_of, iso
+from infra.beat import Beat, Entry, Publisher, entries_of
+from infra.beat_report import TickReport, iso
 from infra.beat_state import DynamoDBBeatState
 from infra.errors import ScheduleError
 from infra.observability import (

@@ -8,7 +8,8 @@ meant for sub-second precision, and the tick itself runs once a minute.
   Unix epoch: every multiple of ``run_every`` (rounded up to whole seconds) is a slot. A tick
   then knows the slots without any state, two ticks agree on them, and ``timedelta(minutes=5)``
   fires at :00, :05, ... (a daily interval at 00:00 UTC: wall-clock times are crontab's job).
-  Stock beat anchors an interval on its own start instead, which a server has and a tick has not.
+  Stock beat anchors an interval on its own start instead, which a server has and a tick has not;
+  an entry's ``relative`` flag changes nothing here (the slots are already on round times).
 - ``crontab``, ``solar`` and any other schedule class: the next slot after ``t`` is
   ``t + remaining_estimate(t)`` with the schedule's clock (``nowfun``) pinned at ``t`` -- Celery's
   arithmetic in ``app.timezone``, DST included: a wall-clock time that does not exist on the

@@ -29,7 +29,8 @@ from celery._state import get_current_app
 
 import handlers.beat
 from infra import aws, beat_runtime
-from infra.beat import Beat, Entry, TickReport, slot_task_id
+from infra.beat import Beat, Entry, slot_task_id
+from infra.beat_report import TickReport
 from infra.beat_runtime import beat_for_app
 from infra.beat_state import DynamoDBBeatState
 from infra.errors import StoreError

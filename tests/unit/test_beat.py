@@ -17,7 +17,8 @@ import pytest
 from celery import Celery
 from celery.schedules import BaseSchedule, crontab, schedule, solar
 
-from infra.beat import Beat, Claim, Entry, TickReport, entries_of, iso, slot_task_id
+from infra.beat import Beat, Claim, Entry, entries_of, slot_task_id
+from infra.beat_report import TickReport, iso
 from infra.beat_slots import CURRENT_SLOT_SECONDS, MAX_SKIP_SCAN, plan
 from infra.errors import ConfigurationError, StoreError
 
