@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from kombu.serialization import registry
 
-__all__ = ["identity"]
+__all__ = ["identity", "serializers_restored"]
 
 
 def identity(directory: Path, name: str) -> tuple[Path, Path]:
@@ -38,3 +42,20 @@ def identity(directory: Path, name: str) -> tuple[Path, Path]:
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+@contextmanager
+def serializers_restored() -> Iterator[None]:
+    """Undo what ``app.setup_security()`` does to kombu's process-wide serializer registry.
+
+    It registers ``auth``, makes it the default and disables every other serializer, for the whole
+    process: later tests (and apps) would find JSON refused.
+    """
+    saved = {
+        name: copy.copy(value) if isinstance(value, dict | set) else value
+        for name, value in vars(registry).items()
+    }
+    try:
+        yield
+    finally:
+        vars(registry).update(saved)

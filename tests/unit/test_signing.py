@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from infra.errors import MessageDecodeError
 from infra.protocol import decode
 from tests.certs import identity as _identity
+from tests.certs import serializers_restored
 from tests.unit.celery_messages import make_app, rewrite_envelope, sqs_body
 
 
@@ -28,6 +30,12 @@ def _signing_app(key: Path, cert: Path, store: Path) -> Any:
     )
     app.setup_security(serializer="json")
     return app
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registry() -> Iterator[None]:
+    with serializers_restored():
+        yield
 
 
 @pytest.fixture(scope="module")
