@@ -10,7 +10,7 @@ import pytest
 from infra import aws
 from infra.errors import StoreError
 from infra.local.deploy import Deployment
-from infra.ratelimit import MAX_SLEEP_SECONDS, RateLimiter, interval_of
+from infra.ratelimit import MAX_SLEEP_SECONDS, SPACING, RateLimiter, interval_of
 from infra.settings import Settings
 
 
@@ -56,8 +56,8 @@ def test_first_start_is_granted_and_the_next_waits_one_interval(
 
     assert limiter.try_start(task, 0.5) == 0.0
     clock.now += 0.2
-    assert limiter.try_start(task, 0.5) == pytest.approx(0.3)
-    clock.now += 0.3
+    assert limiter.try_start(task, 0.5) == pytest.approx(0.5 * SPACING - 0.2)
+    clock.now += 0.5 * SPACING - 0.2
     assert limiter.try_start(task, 0.5) == 0.0
 
 
@@ -83,7 +83,7 @@ def test_long_waits_are_handed_back_not_slept(limiter: RateLimiter, clock: Clock
 
     wait = limiter.wait_turn(task, 60, budget=600)
 
-    assert wait == pytest.approx(60) and wait > MAX_SLEEP_SECONDS
+    assert wait == pytest.approx(60 * SPACING) and wait > MAX_SLEEP_SECONDS
     assert clock.slept == []
 
 
@@ -91,7 +91,7 @@ def test_no_sleep_beyond_the_budget(limiter: RateLimiter, clock: Clock) -> None:
     task = f"t-{uuid.uuid4().hex}"
     limiter.try_start(task, 1.0)
 
-    assert limiter.wait_turn(task, 1.0, budget=0.5) == pytest.approx(1.0)
+    assert limiter.wait_turn(task, 1.0, budget=0.5) == pytest.approx(SPACING)
     assert clock.slept == []
 
 
