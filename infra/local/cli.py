@@ -268,6 +268,28 @@ def bench_publish(ctx: click.Context, count: int, round_size: int | None) -> Non
         _fail(str(exc))
 
 
+@lambda_.command("doctor")
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check template.yaml against the app: consumers, visibility, DLQs, IAM, time limits."""
+    from infra.local.doctor import doctor_main
+
+    try:
+        status = doctor_main(ctx.obj.app)
+    except CeleryLambdaError as exc:
+        _fail(str(exc))
+    ctx.exit(status)
+
+
+@lambda_.command("bench-import")
+@click.option("--runs", type=click.IntRange(min=1), default=7, show_default=True)
+def bench_import(runs: int) -> None:
+    """Cold import of handlers.sqs against the bare import of its dependencies (median)."""
+    from infra.local.bench_import import bench_import_main
+
+    bench_import_main(runs)
+
+
 @lambda_.command("schedule")
 @click.option("--count", type=click.IntRange(min=1), default=3, show_default=True)
 @click.pass_context
