@@ -24,6 +24,7 @@ from infra.errors import CeleryLambdaError, ConfigurationError
 from infra.local.consumer import ConsumeStats
 from infra.local.deploy import DEFAULT_STACK, Deployment, deploy
 from infra.local.emulator import LOCAL_CREDENTIALS, Emulator, reachable
+from infra.local.targets import DEFAULT_TARGET, localstack_cloud, target_option, use_localstack
 from infra.settings import Settings
 
 __all__ = ["lambda_"]
@@ -63,8 +64,17 @@ def write_env_file(deployment: Deployment, path: Path = ENV_FILE) -> Path:
 
 
 @contextmanager
-def local_cloud(port: int | None = None, stack_name: str = DEFAULT_STACK) -> Iterator[Deployment]:
-    """Start the embedded emulator, deploy the template into it, stop it on exit."""
+def local_cloud(
+    port: int | None = None, stack_name: str = DEFAULT_STACK, target: str = DEFAULT_TARGET
+) -> Iterator[Deployment]:
+    """Start the embedded emulator, deploy the template into it, stop it on exit.
+
+    With ``target="localstack"`` the running LocalStack is used instead (``port`` is moto's).
+    """
+    if target == "localstack":
+        with localstack_cloud(stack_name) as deployment:
+            yield deployment
+        return
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
     with Emulator(port=port) as emulator:
@@ -94,8 +104,13 @@ def lambda_(ctx: click.Context) -> None:
     """Run this Celery app on AWS Lambda: local cloud, consumer, operations."""
 
 
-def _local_settings() -> Settings:
+def _local_settings(target: str = DEFAULT_TARGET) -> Settings:
     """Settings for a command that needs a local endpoint which answers."""
+    if target == "localstack":
+        try:
+            use_localstack()
+        except ConfigurationError as exc:
+            _fail(str(exc))
     try:
         settings = Settings.from_env()
     except ConfigurationError as exc:
@@ -122,9 +137,10 @@ def _local_settings() -> Settings:
     default=None,
     help="SAM template to deploy (default: the project's template.yaml).",
 )
-def deploy_local(stack_name: str, template_path: Path | None) -> None:
+@target_option
+def deploy_local(stack_name: str, template_path: Path | None, target: str) -> None:
     """Create the template's queues, tables and bucket on AWS_ENDPOINT_URL; print the exports."""
-    settings = _local_settings()
+    settings = _local_settings(target)
     try:
         deployment = deploy(settings, stack_name=stack_name, template_path=template_path)
     except CeleryLambdaError as exc:
@@ -137,10 +153,11 @@ def deploy_local(stack_name: str, template_path: Path | None) -> None:
 @click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
 @click.option("--consume/--no-consume", default=True, help="Run the event-source emulator too.")
 @click.option("--concurrency", type=int, default=1, show_default=True)
-def up(port: int | None, stack_name: str, consume: bool, concurrency: int) -> None:
+@target_option
+def up(port: int | None, stack_name: str, consume: bool, concurrency: int, target: str) -> None:
     """Start the embedded emulator, deploy the template, consume through the Lambda handler."""
     try:
-        with local_cloud(port, stack_name) as deployment:
+        with local_cloud(port, stack_name, target) as deployment:
             env_file = write_env_file(deployment)
             os.environ.update(deployment.environment)
             click.echo(deployment.exports())
@@ -169,11 +186,16 @@ def up(port: int | None, stack_name: str, consume: bool, concurrency: int) -> No
     help="Seconds before a failed record comes back (default: the queue's visibility timeout).",
 )
 @click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
+@target_option
 def consume_command(
-    until_empty: bool, concurrency: int, failed_visibility: int | None, stack_name: str
+    until_empty: bool,
+    concurrency: int,
+    failed_visibility: int | None,
+    stack_name: str,
+    target: str,
 ) -> None:
     """Play the SQS event source mapping: poll the template's queues, invoke the handler."""
-    settings = _local_settings()
+    settings = _local_settings(target)
     try:
         deployment = deploy(settings, stack_name=stack_name)
         stats = _consume(
@@ -217,13 +239,14 @@ def _stop_on_signals() -> threading.Event:
 
 
 @lambda_.command()
+@target_option
 @click.pass_context
-def demo(ctx: click.Context) -> None:
+def demo(ctx: click.Context, target: str) -> None:
     """Start the emulator, publish the brief's examples, run them through the Lambda path."""
     from infra.local.demo import demo_main
 
     try:
-        demo_main(ctx.obj.app)
+        demo_main(ctx.obj.app, target=target)
     except ConfigurationError as exc:
         _fail(str(exc))
 

@@ -22,6 +22,7 @@ from infra.local.cli import local_cloud, point_app_at
 from infra.local.consumer import consume, handler_from_source
 from infra.local.deploy import Deployment
 from infra.local.lambda_events import build_scheduled_event, make_context
+from infra.local.targets import DEFAULT_TARGET
 
 __all__ = ["Scenario", "beat_tick", "run_demo", "scenarios"]
 
@@ -133,10 +134,10 @@ def run_demo(app: Any, deployment: Deployment, console: Console) -> Table:
     return table
 
 
-def demo_main(app: Any) -> None:
-    """The whole demo: emulator up, template deployed, examples run, table printed."""
+def demo_main(app: Any, target: str = DEFAULT_TARGET) -> None:
+    """The whole demo: emulator up (or LocalStack found), template deployed, examples run."""
     console = Console()
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    with local_cloud() as deployment:
-        console.print(f"emulator at {deployment.endpoint_url}, template deployed")
+    with local_cloud(target=target) as deployment:
+        console.print(f"{target} at {deployment.endpoint_url}, template deployed")
         console.print(run_demo(app, deployment, console))

@@ -26,7 +26,8 @@ from infra.settings import Settings
 __all__ = ["ACCOUNT_ID", "DEFAULT_STACK", "Deployment", "EventSource", "ScheduleSource", "deploy"]
 
 DEFAULT_STACK = "celery-lambda"
-ACCOUNT_ID = "123456789012"  # moto's and LocalStack's default account
+ACCOUNT_ID = "123456789012"
+"""moto's default account; used when the endpoint cannot say (LocalStack's is 000000000000)."""
 
 CLOUD_ONLY = frozenset(
     {
@@ -143,7 +144,7 @@ def _queue(name: str, props: Mapping[str, Any], ctx: _Context) -> None:
         url = sqs.get_queue_url(QueueName=qname)["QueueUrl"]
         attrs.pop("FifoQueue", None)
         sqs.set_queue_attributes(QueueUrl=url, Attributes=attrs)
-    arn = f"arn:aws:sqs:{ctx.settings.region}:{ACCOUNT_ID}:{qname}"
+    arn = f"arn:aws:sqs:{ctx.settings.region}:{ctx.account}:{qname}"
     ctx.created(name, url, Arn=arn, QueueUrl=url, QueueName=qname)
 
 
@@ -168,7 +169,7 @@ def _table(name: str, props: Mapping[str, Any], ctx: _Context) -> None:
             TableName=tname,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
         )
-    arn = f"arn:aws:dynamodb:{ctx.settings.region}:{ACCOUNT_ID}:table/{tname}"
+    arn = f"arn:aws:dynamodb:{ctx.settings.region}:{ctx.account}:table/{tname}"
     ctx.created(name, tname, Arn=arn)
 
 
@@ -226,6 +227,7 @@ class _Context:
     stack: str
     settings: Settings
     scope: Scope
+    account: str = ACCOUNT_ID
 
     def created(self, name: str, physical_id: str, **attributes: str) -> None:
         self.scope.refs[name] = physical_id
@@ -233,7 +235,18 @@ class _Context:
             self.scope.attributes[(name, attribute)] = value
 
 
-def _parameters(template: Mapping[str, Any], stack: str, settings: Settings) -> dict[str, Any]:
+def _account_id(settings: Settings) -> str:
+    """The endpoint's account (STS GetCallerIdentity), for ARNs: moto's and LocalStack's default
+    accounts differ, and a DLQ's RedriveAllowPolicy names its source queue by ARN."""
+    try:
+        return str(aws.client("sts", settings).get_caller_identity()["Account"])
+    except (BotoCoreError, ClientError):
+        return ACCOUNT_ID
+
+
+def _parameters(
+    template: Mapping[str, Any], stack: str, settings: Settings, account: str = ACCOUNT_ID
+) -> dict[str, Any]:
     values: dict[str, Any] = {
         name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()
     }
@@ -241,7 +254,7 @@ def _parameters(template: Mapping[str, Any], stack: str, settings: Settings) -> 
         {
             "AWS::StackName": stack,
             "AWS::Region": settings.region,
-            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::AccountId": account,
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NoValue": None,
@@ -277,7 +290,7 @@ def _placeholder(name: str, spec: Mapping[str, Any], ctx: _Context) -> None:
     """Cloud-only resources still resolve, to the names they would have in the stack."""
     physical = f"{ctx.stack}-{name}"
     service = str(spec.get("Type", "")).split("::")[1].lower()
-    arn = f"arn:aws:{service}:{ctx.settings.region}:{ACCOUNT_ID}:{physical}"
+    arn = f"arn:aws:{service}:{ctx.settings.region}:{ctx.account}:{physical}"
     ctx.created(name, physical, Arn=arn)
 
 
@@ -326,7 +339,7 @@ _SCHEDULES = {"AWS::Events::Rule": "Targets", "AWS::Scheduler::Schedule": "Targe
 
 
 def _schedules(
-    resources: Mapping[str, Any], scope: Scope, stack: str, region: str
+    resources: Mapping[str, Any], scope: Scope, stack: str, region: str, account: str = ACCOUNT_ID
 ) -> tuple[ScheduleSource, ...]:
     """The schedules that invoke a function of the template (played locally by a direct call)."""
     found = []
@@ -345,7 +358,7 @@ def _schedules(
                     ScheduleSource(
                         function=function,
                         handler=fprops["Handler"],
-                        rule_arn=f"arn:aws:events:{region}:{ACCOUNT_ID}:rule/{stack}-{name}",
+                        rule_arn=f"arn:aws:events:{region}:{account}:rule/{stack}-{name}",
                         expression=str(resolve(expression, scope)),
                         timeout=int(fprops.get("Timeout", 3)),
                         memory_size=int(fprops.get("MemorySize", 128)),
@@ -374,10 +387,14 @@ def deploy(
     )
     resources = translated.get("Resources", {})
     _check_types(resources)
-    parameters = _parameters(translated, stack_name, settings)
+    account = _account_id(settings)
+    parameters = _parameters(translated, stack_name, settings, account)
     parameters.update(parameter_values or {})
     ctx = _Context(
-        stack_name, settings, Scope(parameters, conditions=translated.get("Conditions", {}))
+        stack_name,
+        settings,
+        Scope(parameters, conditions=translated.get("Conditions", {})),
+        account,
     )
     try:
         for name in _order(resources):
@@ -400,7 +417,7 @@ def deploy(
             k: resolve(v.get("Value"), ctx.scope) for k, v in translated.get("Outputs", {}).items()
         },
         event_sources=_event_sources(resources, ctx.scope),
-        schedules=_schedules(resources, ctx.scope, stack_name, settings.region),
+        schedules=_schedules(resources, ctx.scope, stack_name, settings.region, account),
     )
 
 
@@ -408,6 +425,8 @@ def _environment(settings: Settings, function_env: Mapping[str, str]) -> dict[st
     env: dict[str, str] = {}
     if settings.endpoint_url:
         env["AWS_ENDPOINT_URL"] = settings.endpoint_url
+    for service, url in sorted(settings.service_endpoints.items()):
+        env[f"AWS_ENDPOINT_URL_{service.upper()}"] = url  # e.g. DynamoDB Local beside LocalStack
     env["AWS_DEFAULT_REGION"] = settings.region
     env.update(function_env)
     return env
