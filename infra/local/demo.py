@@ -23,6 +23,7 @@ from infra.local.consumer import consume, handler_from_source
 from infra.local.deploy import Deployment
 from infra.local.lambda_events import build_scheduled_event, make_context
 from infra.local.targets import DEFAULT_TARGET
+from infra.observability import logger
 
 __all__ = ["Scenario", "beat_tick", "run_demo", "scenarios"]
 
@@ -138,6 +139,8 @@ def demo_main(app: Any, target: str = DEFAULT_TARGET) -> None:
     """The whole demo: emulator up (or LocalStack found), template deployed, examples run."""
     console = Console()
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    # The handler's logger exists already (importing the app made it): apply the level to it.
+    logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
     with local_cloud(target=target) as deployment:
         console.print(f"{target} at {deployment.endpoint_url}, template deployed")
         console.print(run_demo(app, deployment, console))
