@@ -44,6 +44,26 @@ localstack: $(STAMP)
 localstack-install: $(STAMP)
 	$(BIN)/python -m infra.local.localstack install
 
+# checkov pins packages that clash with Celery's and boto3's, so it gets a virtualenv of its own,
+# installed once (the stamp names the version: a bump reinstalls). `make test` needs it for
+# tests/unit/test_checkov.py; `make checkov` prints its report on template.yaml.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+.PHONY: checkov checkov-install
+$(CHECKOV_STAMP): constraints-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q -c constraints-checkov.txt checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov-install: $(CHECKOV_STAMP)
+
+checkov: $(STAMP) $(CHECKOV_STAMP)
+	$(BIN)/python -m infra.local.checkov
+
+test: $(CHECKOV_STAMP)
+
 # `sam build` (BuildMethod: makefile) calls these with ARTIFACTS_DIR: the handlers, the app and
 # the engine room without infra/local, and the runtime dependencies as Lambda's Python 3.12 on
 # x86_64 needs them (wheels only, whatever Python runs the build).

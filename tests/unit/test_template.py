@@ -4,11 +4,11 @@ The rules are checked on the translated template (what CloudFormation deploys). 
 function returning its violations, run once on the real template (expecting none) and once on a
 template broken on purpose (expecting the violation), so no rule passes by checking nothing.
 
-SAM attaches managed policies of its own to the function role, by ARN, that the template never
-names: AWSLambdaBasicExecutionRole (CloudWatch Logs), AWSXrayWriteOnlyAccess (``Tracing:
-Active``) and AWSLambdaSQSQueueExecutionRole (for the SQS events: sqs:ReceiveMessage,
-sqs:DeleteMessage, sqs:GetQueueAttributes on ``*``, the only way SAM grants the event source
-mapping its polling). They are allowed by name; any other managed policy fails the IAM rule.
+Each function has a role of its own written in the template, not one SAM generates: for SQS
+events SAM's role carries AWSLambdaSQSQueueExecutionRole (sqs:ReceiveMessage and DeleteMessage on
+``*``, every queue of the account) and AWSLambdaBasicExecutionRole (logs to every log group). So
+no managed policy is allowed, and every Allow names its resources except X-Ray's actions, which
+have no resource-level permissions.
 """
 
 from __future__ import annotations
@@ -65,11 +65,8 @@ OUTPUTS = {
     "ResultsBucketName",
     "WorkerFunctionName",
 }
-SAM_MANAGED_POLICIES = {
-    "service-role/AWSLambdaBasicExecutionRole",
-    "AWSXrayWriteOnlyAccess",
-    "service-role/AWSLambdaSQSQueueExecutionRole",
-}
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsx-ray.html
+UNSCOPABLE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
 # Runtime code never provisions or discovers infrastructure (queue URLs come from the env).
 FORBIDDEN_ACTIONS = (
     "sqs:ListQueues",
@@ -206,19 +203,29 @@ def _statement_problems(where: str, statement: Template) -> list[str]:
         for action in FORBIDDEN_ACTIONS
         if fnmatchcase(action.lower(), str(pattern).lower())
     ]
-    if "*" in as_list(statement.get("Resource")):
-        problems.append(f"{where}: Resource '*'")
+    actions = {str(action) for action in as_list(statement.get("Action", []))}
+    if "*" in as_list(statement.get("Resource")) and not actions <= UNSCOPABLE_ACTIONS:
+        problems.append(f"{where}: Resource '*' for {sorted(actions - UNSCOPABLE_ACTIONS)}")
     return problems
 
 
 def iam_problems(template: Template) -> list[str]:
-    """No inline statement grants provisioning/discovery or ``*``; no foreign managed policy."""
-    problems = []
-    for name, role in of_type(template, "AWS::IAM::Role").items():
-        for arn in role["Properties"].get("ManagedPolicyArns", []):
-            match = re.fullmatch(r"arn:[\w-]+:iam::aws:policy/(.+)", str(arn))
-            if not match or match.group(1) not in SAM_MANAGED_POLICIES:
-                problems.append(f"{name}: managed policy {arn} is not one SAM attaches")
+    """Its own template role per function, no managed policy, no ``*`` or provisioning grant."""
+    roles = of_type(template, "AWS::IAM::Role")
+    used = [
+        (name, getatt_target(props(template, name).get("Role")))
+        for name in of_type(template, "AWS::Lambda::Function")
+    ]
+    problems = [
+        f"{name}: role {role} is not the template's" for name, role in used if role not in roles
+    ]
+    assumed = [role for _, role in used]
+    problems += [f"role {role} is shared" for role in set(assumed) if assumed.count(role) > 1]
+    for name, role in roles.items():
+        problems += [
+            f"{name}: managed policy {arn}"
+            for arn in role["Properties"].get("ManagedPolicyArns", [])
+        ]
         for policy in role["Properties"].get("Policies", []):
             for statement in as_list(policy["PolicyDocument"]["Statement"]):
                 problems += _statement_problems(f"{name}/{policy['PolicyName']}", statement)
@@ -255,6 +262,26 @@ def results_table_problems(template: Template) -> list[str]:
             problems.append(f"index {name} projects the result: {projection}")
     if table.get("TimeToLiveSpecification") != {"AttributeName": "ttl", "Enabled": True}:
         problems.append(f"TimeToLiveSpecification {table.get('TimeToLiveSpecification')}")
+    return problems
+
+
+def encryption_problems(template: Template) -> list[str]:
+    """Queues and tables encrypt at rest; tables follow the PointInTimeRecovery parameter."""
+    problems = [
+        f"{name}: not encrypted at rest"
+        for name, queue in of_type(template, "AWS::SQS::Queue").items()
+        if queue["Properties"].get("SqsManagedSseEnabled") is not True
+        and not queue["Properties"].get("KmsMasterKeyId")
+    ]
+    pitr = {"PointInTimeRecoveryEnabled": {"Ref": "PointInTimeRecovery"}}
+    for name, table in of_type(template, "AWS::DynamoDB::Table").items():
+        if table["Properties"].get("SSESpecification", {}).get("SSEEnabled") is not True:
+            problems.append(
+                f"{name}: SSESpecification {table['Properties'].get('SSESpecification')}"
+            )
+        if table["Properties"].get("PointInTimeRecoverySpecification") != pitr:
+            spec = table["Properties"].get("PointInTimeRecoverySpecification")
+            problems.append(f"{name}: PointInTimeRecoverySpecification {spec}")
     return problems
 
 
@@ -298,6 +325,7 @@ RULES: dict[str, Callable[[Template], list[str]]] = {
     "event-source": event_source_problems,
     "iam": iam_problems,
     "results-table": results_table_problems,
+    "encryption": encryption_problems,
     "bucket": bucket_problems,
     "outputs": output_problems,
     "environment": environment_problems,
@@ -307,6 +335,12 @@ RULES: dict[str, Callable[[Template], list[str]]] = {
 def _first_statement(template: Template) -> Template:
     policy = props(template, f"{FUNCTION}Role")["Policies"][0]
     statement: Template = policy["PolicyDocument"]["Statement"][0]
+    return statement
+
+
+def _statement(template: Template, sid: str) -> Template:
+    (policy,) = props(template, f"{FUNCTION}Role")["Policies"]
+    (statement,) = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") == sid]
     return statement
 
 
@@ -336,9 +370,20 @@ BREAKAGES: dict[str, tuple[str, Callable[[Template], object]]] = {
     "any-resource": ("iam", lambda t: _first_statement(t).update(Resource="*")),
     "managed-admin": (
         "iam",
-        lambda t: props(t, f"{FUNCTION}Role")["ManagedPolicyArns"].append(
-            "arn:aws:iam::aws:policy/AdministratorAccess"
+        lambda t: (
+            props(t, f"{FUNCTION}Role")
+            .setdefault("ManagedPolicyArns", [])
+            .append("arn:aws:iam::aws:policy/AdministratorAccess")
         ),
+    ),
+    "foreign-role": ("iam", lambda t: props(t, FUNCTION).update(Role={"Fn::GetAtt": ["X", "Arn"]})),
+    "shared-role": (
+        "iam",
+        lambda t: props(t, "BeatFunction").update(Role={"Fn::GetAtt": [f"{FUNCTION}Role", "Arn"]}),
+    ),
+    "receive-anywhere": (
+        "iam",
+        lambda t: _statement(t, "WriteTraces")["Action"].append("sqs:ReceiveMessage"),
     ),
     "sort-key": (
         "results-table",
@@ -364,6 +409,17 @@ BREAKAGES: dict[str, tuple[str, Callable[[Template], object]]] = {
             for d in props(t, "ResultsTable")["AttributeDefinitions"]
             if d["AttributeName"] == "timestamp"
         ],
+    ),
+    "sse-off": (
+        "encryption",
+        lambda t: props(t, "CeleryDeadLetterQueue").pop("SqsManagedSseEnabled"),
+    ),
+    "table-sse-off": ("encryption", lambda t: props(t, "UsersTable").pop("SSESpecification")),
+    "pitr-fixed": (
+        "encryption",
+        lambda t: props(t, "ResultsTable").update(
+            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False}
+        ),
     ),
     "public-bucket": (
         "bucket",
@@ -439,18 +495,37 @@ def test_translate_maps_each_queue_event_to_an_event_source_mapping(translated: 
         assert properties["MaximumBatchingWindowInSeconds"] == window
 
 
-def test_translate_attaches_only_the_managed_policies_sam_adds(translated: Template) -> None:
-    arns = props(translated, f"{FUNCTION}Role")["ManagedPolicyArns"]
+def test_each_function_runs_as_its_own_role_that_only_lambda_assumes(translated: Template) -> None:
+    for function in of_type(translated, "AWS::Lambda::Function"):
+        assert props(translated, function)["Role"] == {"Fn::GetAtt": [f"{function}Role", "Arn"]}
+        role = props(translated, f"{function}Role")
 
-    assert {arn.removeprefix("arn:aws:iam::aws:policy/") for arn in arns} == SAM_MANAGED_POLICIES
+        assert "ManagedPolicyArns" not in role
+        (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+        assert trust == {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
 
 
-def test_translate_uses_the_region_partition(sam: Template) -> None:
-    china = translate(sam, region="cn-north-1")
+def test_translate_uses_the_region_partition() -> None:
+    # A function without a role of its own: SAM generates one with a managed policy ARN.
+    sam = {
+        "Transform": "AWS::Serverless-2016-10-31",
+        "Resources": {
+            "F": {
+                "Type": "AWS::Serverless::Function",
+                "Properties": {"CodeUri": ".", "Handler": "h.h", "Runtime": "python3.12"},
+            }
+        },
+    }
 
-    arns = props(china, f"{FUNCTION}Role")["ManagedPolicyArns"]
-    assert all(arn.startswith("arn:aws-cn:") for arn in arns), arns
-    assert props(translate(sam), f"{FUNCTION}Role")["ManagedPolicyArns"][0].startswith("arn:aws:")
+    china = props(translate(sam, region="cn-north-1"), "FRole")["ManagedPolicyArns"]
+    default = props(translate(sam), "FRole")["ManagedPolicyArns"]
+
+    assert all(arn.startswith("arn:aws-cn:") for arn in china), china
+    assert all(arn.startswith("arn:aws:") for arn in default), default
 
 
 def test_translate_leaves_its_input_alone(sam: Template) -> None:
@@ -520,9 +595,40 @@ def test_every_queue_is_tls_only(cfn: Template) -> None:
 
 def test_log_group_belongs_to_the_function(cfn: Template) -> None:
     group = props(cfn, "WorkerFunctionLogGroup")
+    function = props(cfn, FUNCTION)
 
-    assert group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${WorkerFunction}"}
+    # The function's own name under /aws/lambda/, where Lambda and `sam logs` look.
+    assert function["FunctionName"] == {"Fn::Sub": "${AWS::StackName}-worker"}
+    assert group["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${AWS::StackName}-worker"}
+    assert function["LoggingConfig"] == {"LogGroup": {"Ref": "WorkerFunctionLogGroup"}}
     assert group["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+    logs = _statement(cfn, "WriteLogs")
+    assert logs["Resource"] == {"Fn::GetAtt": ["WorkerFunctionLogGroup", "Arn"]}
+    assert "logs:CreateLogGroup" not in logs["Action"]  # the group exists before the function
+
+
+def test_bucket_is_tls_only(cfn: Template) -> None:
+    (policy,) = of_type(cfn, "AWS::S3::BucketPolicy").values()
+
+    assert policy["Properties"]["Bucket"] == {"Ref": "ResultsBucket"}
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == (
+        "Deny",
+        "*",
+        "s3:*",
+    )
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert statement["Resource"] == [
+        {"Fn::GetAtt": ["ResultsBucket", "Arn"]},
+        {"Fn::Sub": "${ResultsBucket.Arn}/*"},
+    ]
+
+
+def test_point_in_time_recovery_is_a_parameter_on_by_default(cfn: Template) -> None:
+    parameter = cfn["Parameters"]["PointInTimeRecovery"]
+
+    assert (parameter["Type"], parameter["Default"]) == ("String", "true")
+    assert parameter["AllowedValues"] == ["true", "false"]
 
 
 # ------------------------------------------------------------------ errors
