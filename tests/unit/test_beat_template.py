@@ -80,7 +80,9 @@ def test_its_role_may_only_publish_claim_slots_and_offload_bodies(cfn: Template)
     }
 
     assert grants == {
-        ("sqs:SendMessage",): [{"Fn::GetAtt": [q, "Arn"]} for q in MAIN_QUEUES],
+        ("sqs:SendMessage", "sqs:GetQueueAttributes"): [
+            {"Fn::GetAtt": [q, "Arn"]} for q in MAIN_QUEUES
+        ],
         ("dynamodb:BatchGetItem", "dynamodb:UpdateItem"): {"Fn::GetAtt": ["ResultsTable", "Arn"]},
         ("s3:PutObject",): {"Fn::Sub": "${ResultsBucket.Arn}/payloads/*"},
         ("logs:CreateLogStream", "logs:PutLogEvents"): {"Fn::GetAtt": [f"{BEAT}LogGroup", "Arn"]},
