@@ -1,14 +1,22 @@
-"""Fixtures shared by the functional and integration suites: the local cloud, once per session."""
+"""Fixtures shared by the functional and integration suites: the local cloud, once per session.
+
+``cloud`` (moto) is where every test runs unless it asks for another target; ``localstack`` and
+``localstack_cloud`` start the second target only when a test asks for it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 
 import pytest
 
-from infra.local.cli import local_cloud, point_app_at
-from infra.local.deploy import Deployment
+from infra.local.cli import deployment_with_credentials, local_cloud, point_app_at
+from infra.local.deploy import Deployment, deploy
+from infra.local.emulator import LOCAL_CREDENTIALS
+from infra.local.localstack import LocalStack
+from infra.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +40,31 @@ def cloud() -> Iterator[Deployment]:
 def cloud_env(cloud: Deployment) -> dict[str, str]:
     """The environment of a subprocess that talks to the local cloud."""
     return {**os.environ, **cloud.environment}
+
+
+@pytest.fixture(scope="session")
+def localstack() -> Iterator[LocalStack]:
+    """LocalStack (SQS, S3) and DynamoDB Local on free ports of 127.0.0.1.
+
+    Installed into ``.localstack/`` on first use (then cached). Nothing is pointed at it here.
+    """
+    with LocalStack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def localstack_cloud(localstack: LocalStack) -> Deployment:
+    """template.yaml deployed into LocalStack and DynamoDB Local, as ``cloud`` is into moto.
+
+    Its ``environment`` points a process there (``LOCALSTACK_HOST``, ``AWS_ENDPOINT_URL`` and
+    ``AWS_ENDPOINT_URL_DYNAMODB``); this process stays on ``cloud`` until a test switches it.
+    """
+    for name, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    env = {**os.environ, **localstack.environment}
+    deployment = deployment_with_credentials(deploy(Settings.from_env(env)))
+    environment = {
+        **deployment.environment,
+        "LOCALSTACK_HOST": f"{localstack.host}:{localstack.port}",
+    }
+    return dataclasses.replace(deployment, environment=environment)
