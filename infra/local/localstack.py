@@ -71,10 +71,9 @@ LOCALSTACK_REQUIREMENTS = (
     # The runtime without the extras for other services (moto-ext, the JVM bridge, awscli):
     # SQS and S3 are LocalStack's own providers. 185 MB instead of 500 MB, 25 s instead of 65 s.
     "localstack-core[base-runtime]==2026.3.0",
-    # Newer releases of these break the 2026.3.0 runtime at import or at start.
-    "cbor2<6",
-    "pyopenssl<25",
-    "cryptography<45",
+    "cbor2<6",  # 6 has no cbor2._decoder, which LocalStack's parser imports
+    "pyopenssl<25",  # 25 has no X509.add_extensions, which its self-signed cert needs at start
+    "cryptography<45",  # what pyOpenSSL 24 supports
     "service-identity",
     "joserfc<1.1",
 )
