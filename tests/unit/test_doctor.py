@@ -97,7 +97,8 @@ def test_batch_size_over_ten_without_a_window(translated: dict[str, Any]) -> Non
         props = r["WorkerFunctionCeleryQueueEvent"]["Properties"]
         props["BatchSize"], props["MaximumBatchingWindowInSeconds"] = 100, 0
 
-    [finding] = broken(translated, grow)
+    # Tasks registered by other test apps (shared tasks) may add warnings of their own.
+    [finding] = [f for f in broken(translated, grow) if f.where == "CeleryQueue"]
     assert "batching window" in finding.problem
 
 
