@@ -15,10 +15,10 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.canvas import group
 
-from infra import revoke, worker_signals
+from infra import revoke
 from infra.transport import TRANSPORT, batched
 
 __all__ = ["configure"]
@@ -31,9 +31,17 @@ def configure(app: Celery) -> Celery:
     if not app.conf.broker_transport:
         app.conf.broker_transport = TRANSPORT
     revoke.install(app)
-    worker_signals.install()
+    # Only workers need these metrics: producers never import Powertools or the X-Ray SDK.
+    signals.worker_init.connect(_install_worker_metrics, weak=False)
     _batch_group_publishing()
     return app
+
+
+def _install_worker_metrics(**_: Any) -> None:
+    """At worker start (before the pool forks): the signal handlers of infra.worker_signals."""
+    from infra import worker_signals
+
+    worker_signals.install()
 
 
 def _batch_group_publishing() -> None:
