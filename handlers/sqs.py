@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from infra.observability import logger, metrics, task_metrics
 from infra.pipeline import record_log_keys
-from infra.runtime import prepare_batch, record_pipeline
+from infra.runtime import prepare_batch, record_pipeline, settle_batch, with_failures
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 fifo_processor = SqsFifoPartialProcessor(skip_group_on_error=True)
@@ -38,11 +38,13 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     fifo = str(records[0].get("eventSourceARN", "")).endswith(".fifo")
     prepare_batch(event, context)
     try:
-        return process_partial_response(
+        response = process_partial_response(
             event=event,
             record_handler=record_handler,
             processor=fifo_processor if fifo else processor,
             context=context,
         )
     finally:
+        unstored = settle_batch()  # the batch's outcomes, written together
         task_metrics.flush()  # one EMF line per (task, queue) of the batch
+    return with_failures(response, unstored)

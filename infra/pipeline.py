@@ -55,6 +55,7 @@ from infra.offload import SIZE_ATTRIBUTE, PayloadMissing
 from infra.protocol import TaskMessage
 from infra.ratelimit import RateLimiter, interval_of
 from infra.requeue import hold_request, is_fifo, resend_request
+from infra.result_batch import ResultBatch
 from infra.runner import Outcome, Runner
 from infra.settings import Settings
 from infra.timelimits import DeadlineReached
@@ -144,12 +145,19 @@ class Pipeline:
     memory: MemoryGuard = field(default_factory=MemoryGuard)
     hooks: Hooks = field(default_factory=Hooks)
     """User components called around each record (:mod:`infra.hooks`)."""
+    results: ResultBatch | None = None
+    """Writes a batch's outcomes together (:mod:`infra.result_batch`); None: each at once."""
     _decoded: dict[str, TaskMessage] = field(default_factory=dict)
+    _message_ids: dict[str, str] = field(default_factory=dict)
+    """Task id → id of the record that ran it in this batch."""
+    _unsettled: list[tuple[str, Mapping[str, Any], Outcome]] = field(default_factory=list)
+    """Records whose outcome waits in ``results``: their offloaded bodies are kept until then."""
 
     def prepare(self, records: Sequence[Mapping[str, Any]], context: Any) -> None:
         """Decode the batch and claim its runnable tasks in one request, before processing."""
         self.memory.recycle_if_still_over(context)
         self._decoded.clear()
+        self._open_results(records)
         if self.claims is None:
             return
         now = self.clock()
@@ -164,6 +172,38 @@ class Pipeline:
                 items.append((record["messageId"], _claim_request(message)))
         if items:
             self.claims.prepare(items, _owner(context), _lease_until(context))
+
+    def _open_results(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Defer this batch's SUCCESS/FAILURE writes to ``results`` (not on FIFO queues)."""
+        self._message_ids.clear()
+        self._unsettled.clear()
+        if self.results is not None:
+            fifo = bool(records) and is_fifo(records[0])
+            self.app.backend.defer_to(None if fifo else self.results)
+
+    def settle(self) -> list[str]:
+        """Write the batch's deferred outcomes; the ids of records whose outcome was not stored.
+
+        Those records go back to SQS (their tasks ran; the claim's lease keeps a redelivery from
+        running again until it ends). The offloaded bodies of the others are deleted now.
+        """
+        if self.results is None:
+            return []
+        self.app.backend.defer_to(None)
+        failed = self.results.flush()
+        unstored = []
+        for task_id, reason in failed.items():
+            metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
+            logger.error("task outcome not stored: record back to SQS", task_id=task_id, why=reason)
+            if task_id in self._message_ids:
+                unstored.append(self._message_ids[task_id])
+        bodies = RecordBodies(self.settings)
+        for task_id, record, outcome in self._unsettled:
+            if task_id not in failed:
+                bodies.settled(record, outcome)
+        self._message_ids.clear()
+        self._unsettled.clear()
+        return unstored
 
     def _quiet_decode(self, record: Mapping[str, Any]) -> TaskMessage | None:
         """Decode for the batch claim; errors are reported when the record is processed."""
@@ -199,7 +239,10 @@ class Pipeline:
             self._note_received(message, record)
             self.hooks.call("before_task", message, record)
             outcome = self._gate_and_run(message, record, context)
-            RecordBodies(self.settings).settled(record, outcome)
+            if self.results is not None and self.results.state_of(message.task_id):
+                self._unsettled.append((message.task_id, record, outcome))
+            else:
+                RecordBodies(self.settings).settled(record, outcome)
             self.hooks.call("on_outcome", message, outcome)
             return outcome
         except CeleryLambdaError:
@@ -315,6 +358,11 @@ class Pipeline:
         self, message: TaskMessage, record: Mapping[str, Any], context: Any
     ) -> Outcome | None:
         """None when this consumer may run the task; otherwise how the record was settled."""
+        waiting = self.results.state_of(message.task_id) if self.results is not None else None
+        if waiting is not None:  # ran earlier in this batch; its outcome is not written yet
+            self._note(message, METRIC_DUPLICATE)
+            logger.info("task already finished: acked without running", state=waiting)
+            return Outcome(waiting, 0.0, "duplicate")
         claim = self._claim(message, record, context)
         if isinstance(claim, Terminal):
             self._note(message, METRIC_DUPLICATE)
@@ -363,6 +411,7 @@ class Pipeline:
         if settled is not None:
             return settled
         self._note_start(message, record)
+        self._message_ids[message.task_id] = record["messageId"]
         before = self.memory.measure()
         try:
             with tracer.provider.in_subsegment(f"## {message.task_name}"):

@@ -14,7 +14,8 @@ What differs from the stock backend, and why:
 - a task state is one ``UpdateItem`` (no GetItem first, as Celery's ``_store_result`` does): a
   non-terminal state is written only while the item is not terminal, so a late STARTED, RETRY or
   PROGRESS never replaces SUCCESS, FAILURE or REVOKED; RETRY and terminal writes release the
-  consumer's claim (``claim_owner``, ``lease_until``);
+  consumer's claim (``claim_owner``, ``lease_until``); on the Lambda path the SUCCESS and FAILURE
+  writes of a batch go out together, a ``BatchWriteItem`` per 25 (:mod:`infra.result_batch`);
 - status, task name, queue, ids, retries, consumer and dates are top-level attributes, indexed by
   the template (:data:`infra.items.INDEX_BY_STATUS` and friends);
 - ``mget`` (``get_many``, ``GroupResult.get``, chord joins) is one BatchGetItem per 100 keys;
@@ -27,6 +28,7 @@ What differs from the stock backend, and why:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -51,7 +53,9 @@ __all__ = [
     "ResultWrite",
     "batch_get",
     "batch_get_request",
+    "is_unconditional",
     "large_result_meta",
+    "put_item",
     "queryable_attributes",
     "update_request",
 ]
@@ -117,8 +121,8 @@ class ResultWrite:
     """``s3://bucket/key`` when ``payload`` is the small meta pointing at a large result."""
 
 
-def update_request(table: str, write: ResultWrite) -> dict[str, Any]:
-    """The one ``UpdateItem`` that records ``write``, conditional where it could rewrite history."""
+def _values(write: ResultWrite) -> dict[str, AttributeValue]:
+    """Every attribute ``write`` sets on the task's item (the key aside)."""
     values: dict[str, AttributeValue] = {
         **write.attributes,
         "kind": {"S": KIND_TASK},
@@ -131,6 +135,12 @@ def update_request(table: str, write: ResultWrite) -> dict[str, Any]:
         values["ttl"] = {"N": str(int(write.timestamp + write.ttl_seconds))}
     if write.result_object:
         values["result_object"] = {"S": write.result_object}
+    return values
+
+
+def update_request(table: str, write: ResultWrite) -> dict[str, Any]:
+    """The one ``UpdateItem`` that records ``write``, conditional where it could rewrite history."""
+    values = _values(write)
     removed = [] if write.result_object else ["result_object"]
     if write.state in RELEASING_STATES:
         removed += CLAIM_ATTRIBUTES
@@ -150,6 +160,23 @@ def update_request(table: str, write: ResultWrite) -> dict[str, Any]:
         request["ConditionExpression"] = _NOT_TERMINAL.format(", ".join(terminal))
         request["ExpressionAttributeValues"].update(terminal)
     return request
+
+
+def put_item(write: ResultWrite) -> dict[str, AttributeValue]:
+    """The whole item ``write`` leaves, for a ``PutRequest`` of ``BatchWriteItem``.
+
+    Only for writes no condition guards (:func:`is_unconditional`): the item
+    :func:`update_request` would leave, since such a write sets every attribute a task's item
+    keeps and removes the claim (the only others: ``claim_owner``, ``lease_until``).
+    """
+    if not is_unconditional(write.state):
+        raise ValueError(f"a {write.state} write is conditional: it cannot be a PutRequest")
+    return {"id": {"S": task_key(write.task_id)}, **_values(write)}
+
+
+def is_unconditional(state: str) -> bool:
+    """True when a write of ``state`` replaces whatever the item holds (SUCCESS, FAILURE)."""
+    return state in RELEASING_STATES and not _protected_from(state)
 
 
 def _protected_from(state: str) -> frozenset[str]:
@@ -304,6 +331,7 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         self._s3 = s3_client
         self.clock = clock
         self.sleep = sleep
+        self._deferring = threading.local()
 
     def _get_client(
         self, access_key_id: str | None = None, secret_access_key: str | None = None
@@ -347,7 +375,8 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         request: Any = None,
         **kwargs: Any,
     ) -> Any:
-        """Record ``state`` with one UpdateItem; a late non-terminal state is dropped.
+        """Record ``state`` with one UpdateItem (or hand it to the thread's batch, see
+        :meth:`defer_to`); a late non-terminal state is dropped.
 
         Raises:
             StoreError: DynamoDB or S3 refused the write or could not be reached.
@@ -374,14 +403,31 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
             ttl_seconds=self.time_to_live_seconds,
             result_object=result_object,
         )
-        self._update(write)
+        batch = getattr(self._deferring, "batch", None)
+        if batch is not None and is_unconditional(state) and not getattr(request, "chord", None):
+            batch.add(write)
+        else:
+            self.write(write)
         return result
+
+    def defer_to(self, batch: Any) -> None:
+        """Hand this thread's SUCCESS/FAILURE writes to ``batch`` (None: write them at once).
+
+        ``batch`` is an :class:`infra.result_batch.ResultBatch` (the Lambda handler's batch);
+        writes of tasks in a chord header are never deferred: the chord's join reads them.
+        """
+        self._deferring.batch = batch
 
     def _large_result_key(self, task_id: str) -> str:
         """A fresh key per write: a write that loses never clobbers the object the item uses."""
         return f"{LARGE_RESULT_PREFIX}{task_id}/{uuid.uuid4().hex}"
 
-    def _update(self, write: ResultWrite) -> None:
+    def write(self, write: ResultWrite) -> None:
+        """Record ``write`` now, with its own UpdateItem.
+
+        Raises:
+            StoreError: DynamoDB refused the write (other than its condition) or was unreachable.
+        """
         try:
             self.client.update_item(**update_request(self.table_name, write))
         except ClientError as exc:

@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from celery.utils.imports import symbol_by_name
 
 from infra import aws
@@ -23,11 +24,12 @@ from infra.observability import (
 )
 from infra.pipeline import Pipeline
 from infra.ratelimit import RateLimiter
+from infra.result_batch import ResultBatch
 from infra.results import DynamoDBBackend
 from infra.runner import Runner
 from infra.settings import Settings
 
-__all__ = ["load_app", "pipeline"]
+__all__ = ["load_app", "pipeline", "prepare_batch", "settle_batch", "with_failures"]
 
 
 def load_app(settings: Settings) -> Any:
@@ -65,6 +67,20 @@ def pipeline() -> Pipeline:
         claims=batch_claims(app),
         limiter=rate_limiter(app),
         hooks=Hooks.of(app),
+        results=result_batch(app, settings),
+    )
+
+
+def result_batch(app: Any, settings: Settings) -> ResultBatch | None:
+    """Outcomes written per batch, when the app keeps its results in the results table."""
+    backend = app.backend
+    if not isinstance(backend, DynamoDBBackend) or not settings.result_flush_ms:
+        return None
+    return ResultBatch(
+        backend.client,
+        backend.table_name,
+        backend.write,
+        flush_after=settings.result_flush_ms / 1000,
     )
 
 
@@ -110,3 +126,22 @@ def prepare_batch(event: dict[str, Any], context: Any) -> None:
         pipe.prepare(records, context)
     except Exception:
         logger.exception("preparing the batch failed; claiming record by record")
+
+
+def settle_batch() -> list[str]:
+    """Write the batch's outcomes; the ids of records to report because theirs was not stored."""
+    try:
+        pipe = pipeline()
+    except Exception:  # nothing ran: every record already reported the load failure
+        return []
+    return pipe.settle()
+
+
+def with_failures(
+    response: PartialItemFailureResponse, ids: list[str]
+) -> PartialItemFailureResponse:
+    """``response`` with ``ids`` added to its ``batchItemFailures`` (each reported once)."""
+    failures = list(response.get("batchItemFailures", []))
+    reported = {f["itemIdentifier"] for f in failures}
+    failures += [{"itemIdentifier": i} for i in dict.fromkeys(ids) if i not in reported]
+    return {**response, "batchItemFailures": failures}

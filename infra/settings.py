@@ -31,6 +31,7 @@ MIN_OFFLOAD_THRESHOLD_BYTES = 1024
 """Below this an S3 pointer (about 200 bytes) would not be worth a round trip."""
 DEFAULT_FIFO_GROUP = "default"
 DEFAULT_BEAT_CATCHUP_SECONDS = 15 * 60
+DEFAULT_RESULT_FLUSH_MS = 1000
 DEFAULT_WORKER_MAX_MEMORY_KIB = 512 * 1024
 """A worker child holding more than this after a task is replaced (Celery's unit: KiB)."""
 
@@ -114,6 +115,9 @@ class Settings:
     """``MessageGroupId`` for FIFO messages whose publisher names none."""
     batch_publish: bool = True
     """Publish a group's tasks with SendMessageBatch."""
+    result_flush_ms: int = DEFAULT_RESULT_FLUSH_MS
+    """On the Lambda path, the longest a finished task's outcome waits to be written together
+    with others of its batch (0: each is written as its task ends, an UpdateItem per task)."""
     beat_catchup_seconds: int = DEFAULT_BEAT_CATCHUP_SECONDS
     """The scheduled tick publishes slots it missed up to this far back, and skips older ones."""
     worker_max_tasks_per_child: int = 0
@@ -172,6 +176,13 @@ class Settings:
                 default=DEFAULT_WORKER_MAX_MEMORY_KIB,
                 low=0,
                 high=1024**3,
+            ),
+            result_flush_ms=_size(
+                "CELERY_LAMBDA_RESULT_FLUSH_MS",
+                env.get("CELERY_LAMBDA_RESULT_FLUSH_MS"),
+                default=DEFAULT_RESULT_FLUSH_MS,
+                low=0,
+                high=15 * 60 * 1000,
             ),
             beat_catchup_seconds=_size(
                 "CELERY_LAMBDA_BEAT_CATCHUP",

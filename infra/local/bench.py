@@ -340,10 +340,13 @@ def render(workers: list[Run], lambda_run: Run, publish: Run, unclaimed: Run) ->
 def write_units(run: Run, claims: bool) -> float:
     """DynamoDB write units per task, estimated for items under 1 KB.
 
-    A plain UpdateItem costs 1 WCU; a transactional update (the claim) costs 2.
+    A plain UpdateItem costs 1 WCU, as does each item of a BatchWriteItem (the emulator counts
+    requests, not items: a drain that batched its outcomes is taken to have written one per
+    task); a transactional update (the claim) costs 2.
     """
     updates = run.counts.get("dynamodb:UpdateItem", 0) + run.counts.get("dynamodb:PutItem", 0)
-    return (updates + (2 * run.tasks if claims else 0)) / run.tasks
+    batched = run.tasks if run.counts.get("dynamodb:BatchWriteItem", 0) else 0
+    return (updates + batched + (2 * run.tasks if claims else 0)) / run.tasks
 
 
 def budget_lines(workers: list[Run], lambda_run: Run, unclaimed: Run) -> list[str]:

@@ -256,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     from werkzeug.serving import run_simple
 
+    from infra.local import moto_fixes
+
+    moto_fixes.install()
     parser = argparse.ArgumentParser(prog="python -m infra.local.moto_counting")
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)

@@ -67,3 +67,14 @@ def test_claims_switch(raw: str, expected: bool) -> None:
 def test_claims_switch_refuses_nonsense() -> None:
     with pytest.raises(ConfigurationError, match="on/off"):
         Settings.from_env({"CELERY_LAMBDA_CLAIMS": "maybe"})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", 1000), ("0", 0), ("250", 250)])
+def test_result_flush(raw: str, expected: int) -> None:
+    assert Settings.from_env({"CELERY_LAMBDA_RESULT_FLUSH_MS": raw}).result_flush_ms == expected
+
+
+@pytest.mark.parametrize(("raw", "reason"), [("-1", "between 0 and 900000"), ("1s", "whole")])
+def test_result_flush_refuses_nonsense(raw: str, reason: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"CELERY_LAMBDA_RESULT_FLUSH_MS.*{reason}"):
+        Settings.from_env({"CELERY_LAMBDA_RESULT_FLUSH_MS": raw})
