@@ -5,12 +5,15 @@ checkov pins versions of packages that clash with Celery's and boto3's, so it li
 as a program. Both forms of the template are scanned: the SAM source, where suppressions are
 written (resource ``Metadata: checkov: skip:``, each with an ``id`` and a ``comment`` giving the
 reason), and the translation CloudFormation deploys (event source mappings, the schedule's
-permission), where SAM keeps each resource's Metadata. Nothing leaves the machine: checkov's
-download of policy metadata and its update check are turned off.
+permission), where SAM keeps each resource's Metadata. checkov evaluates Conditions with the
+parameters' defaults and leaves out every resource whose Condition is false, so both forms are
+scanned again with the optional features on (`FEATURES_ON`). Nothing leaves the machine:
+checkov's download of policy metadata and its update check are turned off.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -24,10 +27,24 @@ from typing import Any
 from infra.errors import ConfigurationError
 from infra.local.template import TEMPLATE_PATH, load_template, translate
 
-__all__ = ["CHECKOV", "Finding", "Scan", "command", "parse", "scan", "write_translation"]
+__all__ = [
+    "CHECKOV",
+    "FEATURES_ON",
+    "Finding",
+    "Scan",
+    "command",
+    "parse",
+    "scan",
+    "with_features_on",
+    "write_forms",
+    "write_translation",
+]
 
 CHECKOV = TEMPLATE_PATH.parent / ".tools" / "checkov" / "bin" / "checkov"
 """checkov's executable in its tool virtualenv (the Makefile's ``checkov-install``)."""
+
+FEATURES_ON = {"WorkerService": "true"}
+"""Parameter values that bring in the template's optional (conditional) resources."""
 
 _OFFLINE = {"BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "TRUE"}
 _OUTCOMES = {"passed_checks": "passed", "failed_checks": "failed", "skipped_checks": "skipped"}
@@ -119,21 +136,57 @@ def scan(paths: Sequence[Path], *, executable: Path = CHECKOV) -> Scan:
     return parse(report)
 
 
-def write_translation(directory: Path, template: Mapping[str, Any] | None = None) -> Path:
+def write_translation(
+    directory: Path,
+    template: Mapping[str, Any] | None = None,
+    name: str = "template.translated.json",
+) -> Path:
     """Write the SAM translation of the template (by default ``template.yaml``) as JSON."""
     translated = translate(dict(template) if template is not None else load_template())
-    path = directory / "template.translated.json"
+    path = directory / name
     path.write_text(json.dumps(translated, indent=1), encoding="utf-8")
     return path
 
 
+def with_features_on(template: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the template whose `FEATURES_ON` parameters default to their "on" values.
+
+    Raises:
+        ConfigurationError: the template lacks one of those parameters.
+    """
+    result = copy.deepcopy(dict(template))
+    parameters = result.get("Parameters", {})
+    for name, value in FEATURES_ON.items():
+        if name not in parameters:
+            raise ConfigurationError(f"template has no parameter {name} to turn on")
+        parameters[name]["Default"] = value
+    return result
+
+
+def write_forms(directory: Path) -> dict[str, Path]:
+    """``template.yaml`` and its translation, as deployed by default and with `FEATURES_ON`."""
+    template = load_template()
+    features = with_features_on(template)
+    source = directory / "template.features-on.json"
+    source.write_text(json.dumps(features, indent=1), encoding="utf-8")
+    return {
+        "template": TEMPLATE_PATH,
+        "translation": write_translation(directory, template),
+        "template-features-on": source,
+        "translation-features-on": write_translation(
+            directory, features, "template.features-on.translated.json"
+        ),
+    }
+
+
 def main() -> int:
-    """Print checkov's report on the template and its translation; its exit status."""
+    """Print checkov's report on the template and its translation (features off and on); its
+    exit status."""
     if not CHECKOV.exists():
         print(f"checkov is not installed at {CHECKOV}: make checkov-install", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="celery-lambda-checkov-") as directory:
-        paths = [TEMPLATE_PATH, write_translation(Path(directory))]
+        paths = list(write_forms(Path(directory)).values())
         env = {**os.environ, **_OFFLINE}
         return subprocess.run(command(paths, report=True), env=env, check=False).returncode
 

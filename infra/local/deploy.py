@@ -3,7 +3,9 @@
 The template is translated by aws-sam-translator (so what is created is what CloudFormation would
 create), then each queue, table and bucket is created in dependency order, idempotently: running
 it twice changes nothing. The function, its event sources and IAM are cloud-only: locally the
-event-source emulator plays the event source mapping, and the handler runs in-process.
+event-source emulator plays the event source mapping, and the handler runs in-process. As in
+CloudFormation, a resource or output whose Condition is false under the parameter values is left
+out (the optional worker service, by default).
 """
 
 from __future__ import annotations
@@ -244,11 +246,20 @@ def _account_id(settings: Settings) -> str:
         return ACCOUNT_ID
 
 
+def _default(spec: Mapping[str, Any]) -> Any:
+    """A parameter's default as ``Ref`` gives it: list types as lists."""
+    default = spec.get("Default")
+    kind = str(spec.get("Type", ""))
+    if isinstance(default, str) and (kind == "CommaDelimitedList" or kind.startswith("List<")):
+        return default.split(",")
+    return default
+
+
 def _parameters(
     template: Mapping[str, Any], stack: str, settings: Settings, account: str = ACCOUNT_ID
 ) -> dict[str, Any]:
     values: dict[str, Any] = {
-        name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()
+        name: _default(spec) for name, spec in template.get("Parameters", {}).items()
     }
     values.update(
         {
@@ -274,6 +285,15 @@ def _order(resources: Mapping[str, Any]) -> list[str]:
         raise ConfigurationError(
             f"template resources depend on each other in a cycle: {exc}"
         ) from exc
+
+
+def _active(section: Mapping[str, Any], scope: Scope) -> dict[str, Any]:
+    """The resources (or outputs) whose Condition, if any, holds."""
+    return {
+        name: spec
+        for name, spec in section.items()
+        if "Condition" not in spec or scope.condition(spec["Condition"])
+    }
 
 
 def _check_types(resources: Mapping[str, Any]) -> None:
@@ -385,8 +405,6 @@ def deploy(
     translated = tpl.translate(
         template, region=settings.region, parameter_values=parameter_values or {}
     )
-    resources = translated.get("Resources", {})
-    _check_types(resources)
     account = _account_id(settings)
     parameters = _parameters(translated, stack_name, settings, account)
     parameters.update(parameter_values or {})
@@ -396,6 +414,8 @@ def deploy(
         Scope(parameters, conditions=translated.get("Conditions", {})),
         account,
     )
+    resources = _active(translated.get("Resources", {}), ctx.scope)
+    _check_types(resources)
     try:
         for name in _order(resources):
             spec = resources[name]
@@ -414,7 +434,8 @@ def deploy(
         resources=dict(ctx.scope.refs),
         environment=_environment(settings, _function_environment(resources, ctx.scope)),
         outputs={
-            k: resolve(v.get("Value"), ctx.scope) for k, v in translated.get("Outputs", {}).items()
+            k: resolve(v.get("Value"), ctx.scope)
+            for k, v in _active(translated.get("Outputs", {}), ctx.scope).items()
         },
         event_sources=_event_sources(resources, ctx.scope),
         schedules=_schedules(resources, ctx.scope, stack_name, settings.region, account),

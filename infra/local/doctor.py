@@ -73,6 +73,41 @@ def _routed(app: Any) -> set[str]:
     return queues
 
 
+def _queues_option(command: list[Any]) -> set[str]:
+    """The queues a ``celery worker`` command line names with ``-Q``/``--queues``."""
+    found: set[str] = set()
+    for i, arg in enumerate(command):
+        if not isinstance(arg, str):
+            continue
+        value: Any = None
+        if arg in ("-Q", "--queues") and i + 1 < len(command):
+            value = command[i + 1]
+        elif arg.startswith("--queues="):
+            value = arg.removeprefix("--queues=")
+        elif arg.startswith("-Q") and len(arg) > 2:
+            value = arg[2:]
+        if isinstance(value, str):
+            found |= {queue.strip() for queue in value.split(",") if queue.strip()}
+    return found
+
+
+def _worker_queues(template: Mapping[str, Any]) -> set[str]:
+    """Celery queue names the template's ECS workers consume (their command's ``-Q``)."""
+    queues: set[str] = set()
+    for definition in _resources(template, "AWS::ECS::TaskDefinition").values():
+        for container in definition["Properties"].get("ContainerDefinitions", []):
+            queues |= _queues_option(container.get("Command") or [])
+    return queues
+
+
+def _queue_of(app: Any, task: Any) -> str:
+    """The queue a task is published to without options: its own, its route, or the default."""
+    if getattr(task, "queue", None):
+        return str(task.queue)
+    queue = app.amqp.router.route({}, task.name).get("queue")
+    return str(getattr(queue, "name", queue) or app.conf.task_default_queue)
+
+
 def _consumed(template: Mapping[str, Any]) -> dict[str, Any]:
     """Queue logical id → the event source mapping that feeds it to the worker function."""
     mappings = _resources(template, "AWS::Lambda::EventSourceMapping")
@@ -107,6 +142,7 @@ def _check_consumers(template: Mapping[str, Any], app: Any) -> Iterator[Finding]
     function = template["Resources"][WORKER]
     names = _queue_names(function)
     consumed = _consumed(template)
+    workers = _worker_queues(template)
     for queue in sorted(_routed(app)):
         logical = names.get(queue)
         if logical is None:
@@ -117,7 +153,7 @@ def _check_consumers(template: Mapping[str, Any], app: Any) -> Iterator[Finding]
                 "add the queue (with its DLQ and an SQS event on WorkerFunction) to template.yaml "
                 "and to the function's CELERY_QUEUE_URLS",
             )
-        elif logical not in consumed:
+        elif logical not in consumed and queue not in workers:
             yield Finding(
                 "warning",
                 f"queue {queue!r}",
@@ -186,12 +222,38 @@ def _check_mappings(template: Mapping[str, Any]) -> Iterator[Finding]:
             )
 
 
+def _check_worker_task(
+    template: Mapping[str, Any], name: str, limit: Any, logical: str
+) -> Iterator[Finding]:
+    """A task on a queue only workers consume: bounded by the queue's visibility, not Lambda's."""
+    queue = template["Resources"].get(logical, {}).get("Properties", {})
+    visibility = int(_value(template, queue.get("VisibilityTimeout", 30)) or 30)
+    if not limit:
+        yield Finding(
+            "warning",
+            f"task {name}",
+            f"no time_limit on {logical}, which only workers consume: a run longer than its "
+            f"VisibilityTimeout {visibility}s comes back and runs again on another worker",
+            f"set time_limit under {visibility}s, or raise the queue's VisibilityTimeout",
+        )
+    elif limit > visibility:
+        yield Finding(
+            "error",
+            f"task {name}",
+            f"time_limit {limit}s is over {logical}'s VisibilityTimeout {visibility}s: its "
+            "message comes back while it runs",
+            "lower time_limit or raise the queue's VisibilityTimeout (at most 43200)",
+        )
+
+
 def _check_tasks(template: Mapping[str, Any], app: Any) -> Iterator[Finding]:
     timeout = int(template["Resources"][WORKER]["Properties"].get("Timeout", 3))
+    names = _queue_names(template["Resources"][WORKER])
+    consumed = _consumed(template)
     batch = max(
         (
             int(_value(template, m["Properties"].get("BatchSize", 10)) or 10)
-            for m in _consumed(template).values()
+            for m in consumed.values()
         ),
         default=1,
     )
@@ -200,12 +262,16 @@ def _check_tasks(template: Mapping[str, Any], app: Any) -> Iterator[Finding]:
         if name.startswith("celery."):
             continue
         limit = task.time_limit or default_limit
-        if limit and limit > timeout:
+        logical = names.get(_queue_of(app, task))
+        if logical is not None and logical not in consumed:
+            yield from _check_worker_task(template, name, limit, logical)
+        elif limit and limit > timeout:
             yield Finding(
                 "error",
                 f"task {name}",
                 f"time_limit {limit}s is over the function timeout {timeout}s",
-                "lower time_limit, raise Timeout (at most 900), or route the task to workers",
+                "lower time_limit, raise Timeout (at most 900), or route the task to a queue "
+                "only workers consume (the template's long queue)",
             )
         elif limit and limit * batch > timeout:
             yield Finding(

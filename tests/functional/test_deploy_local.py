@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from infra import aws
-from infra.local.deploy import Deployment
+from infra.local.deploy import Deployment, deploy
 from infra.local.emulator import free_port
+from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +45,7 @@ def test_deploy_local_is_idempotent_and_prints_exports(
     exports = parse_exports(first.stdout)
     assert exports["AWS_ENDPOINT_URL"] == cloud.endpoint_url
     queue_urls = json.loads(exports["CELERY_QUEUE_URLS"])
-    assert set(queue_urls) == {"celery", "low-priority", "high-priority"}
+    assert set(queue_urls) == {"celery", "low-priority", "high-priority", "long"}
     assert exports["RESULTS_TABLE"] == "celery-lambda-results"
     assert exports["RESULTS_BUCKET"].startswith("celery-lambda-results-")
 
@@ -57,6 +58,63 @@ def test_queues_have_dead_letter_queues_and_visibility(cloud: Deployment) -> Non
         assert int(redrive["maxReceiveCount"]) == 5
         assert redrive["deadLetterTargetArn"].endswith("-dlq")
         assert int(attrs["VisibilityTimeout"]) >= 6 * 120
+
+
+def test_the_optional_worker_service_is_not_deployed(cloud: Deployment) -> None:
+    assert "LongQueue" in cloud.resources  # the long queue is there for any worker
+    assert not [name for name in cloud.resources if name.startswith("WorkerTask")]
+    assert "WorkerCluster" not in cloud.resources
+    assert "WorkerServiceName" not in cloud.outputs
+    assert "LongQueueUrl" in cloud.outputs
+
+
+CONDITIONAL = """\
+Parameters:
+  Extra:
+    Type: String
+    Default: "false"
+Conditions:
+  HasExtra: !Equals [!Ref Extra, "true"]
+Resources:
+  Always:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: !Sub "${AWS::StackName}-always"
+  Sometimes:
+    Type: AWS::SQS::Queue
+    Condition: HasExtra
+    Properties:
+      QueueName: !Sub "${AWS::StackName}-sometimes"
+Outputs:
+  SometimesUrl:
+    Condition: HasExtra
+    Value: !Ref Sometimes
+"""
+
+
+@pytest.mark.parametrize("extra", ["false", "true"])
+def test_a_resource_whose_condition_is_false_is_left_out(
+    cloud: Deployment, tmp_path: Path, extra: str
+) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(CONDITIONAL)
+    stack = f"conditions-{extra}"
+
+    deployed = deploy(
+        Settings.from_env(), stack_name=stack, template_path=path, parameter_values={"Extra": extra}
+    )
+
+    names = {
+        url.rsplit("/", 1)[-1]
+        for url in aws.client("sqs").list_queues(QueueNamePrefix=stack).get("QueueUrls", [])
+    }
+    if extra == "true":
+        assert names == {f"{stack}-always", f"{stack}-sometimes"}
+        assert deployed.outputs["SometimesUrl"].endswith(f"{stack}-sometimes")
+    else:
+        assert names == {f"{stack}-always"}
+        assert "Sometimes" not in deployed.resources
+        assert deployed.outputs == {}
 
 
 def test_results_table_has_celery_key_and_ttl(cloud: Deployment) -> None:

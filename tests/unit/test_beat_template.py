@@ -14,7 +14,8 @@ from infra.local.template import load_template, translate
 
 Template = dict[str, Any]
 BEAT = "BeatFunction"
-MAIN_QUEUES = ["CeleryQueue", "LowPriorityQueue", "HighPriorityQueue"]
+# Every queue a scheduled task may be routed to, the workers' long queue included.
+MAIN_QUEUES = ["CeleryQueue", "LowPriorityQueue", "HighPriorityQueue", "LongQueue"]
 
 
 @pytest.fixture(scope="module")

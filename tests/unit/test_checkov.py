@@ -3,8 +3,10 @@ one listed here, with the reason the template gives for it.
 
 checkov runs from its own virtualenv, ``.tools/checkov``, which ``make test`` installs before
 pytest runs. Without it the scans are skipped, saying so in the summary (``-ra``); under CI they
-fail instead. One checkov run covers the template, its translation and a weakened copy of the
-translation, which must fail, so the scan cannot pass by checking nothing.
+fail instead. One checkov run covers the template and its translation, each as deployed by
+default and with the optional worker service on (checkov leaves out resources whose Condition is
+false under the defaults), and a weakened copy of the translation, which must fail, so the scan
+cannot pass by checking nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.checkov import CHECKOV, Scan, command, parse, scan, write_translation
+from infra.local.checkov import CHECKOV, Scan, command, parse, scan, write_forms
 from infra.local.template import TEMPLATE_PATH
 
 QUEUES = {
@@ -26,6 +28,8 @@ QUEUES = {
     "LowPriorityDeadLetterQueue",
     "HighPriorityQueue",
     "HighPriorityDeadLetterQueue",
+    "LongQueue",
+    "LongDeadLetterQueue",
 }
 FUNCTIONS = {"WorkerFunction", "BeatFunction"}
 # check id -> the logical ids that suppress it in template.yaml, each with its reason there.
@@ -40,14 +44,21 @@ SUPPRESSED = {
     "CKV_AWS_173": FUNCTIONS,  # no customer key for environment variables
     "CKV_AWS_158": {"WorkerFunctionLogGroup", "BeatFunctionLogGroup"},  # no customer key for logs
 }
-# What the weakened copy must fail: a suppression removed, public access and PITR off, a log group
-# kept forever, and a statement granting reads of every object of every bucket.
+# The optional worker service's suppressions, scanned in the forms with it on.
+SUPPRESSED_WITH_WORKER_SERVICE = {
+    "CKV_AWS_158": {"WorkerLogGroup"},  # no customer key for logs
+}
+FORMS = ["template", "translation", "template-features-on", "translation-features-on"]
+# What the weakened copy (of the translation with the worker service on) must fail: a suppression
+# removed, public access and PITR off, a log group kept forever, a statement granting reads of
+# every object of every bucket, and the worker cluster without Container Insights.
 WEAKENED = {
     ("CKV_AWS_27", "CeleryQueue"),
     ("CKV_AWS_53", "ResultsBucket"),
     ("CKV_AWS_28", "ResultsTable"),
     ("CKV_AWS_66", "WorkerFunctionLogGroup"),
     ("CKV_AWS_108", "WorkerFunctionRole"),
+    ("CKV_AWS_65", "WorkerCluster"),
 }
 MISSING = (
     f"checkov is not installed at {CHECKOV}: run `make checkov-install` (`make test` does); "
@@ -67,16 +78,19 @@ def weaken(template: dict[str, Any]) -> dict[str, Any]:
     policy["PolicyDocument"]["Statement"].append(
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}
     )
+    del resources["WorkerCluster"]["Properties"]["ClusterSettings"]
     return template
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("checkov")
-    translation = write_translation(directory)
+    forms = write_forms(directory)
     weakened = directory / "weakened.json"
-    weakened.write_text(json.dumps(weaken(json.loads(translation.read_text()))))
-    return {"template": TEMPLATE_PATH, "translation": translation, "weakened": weakened}
+    weakened.write_text(
+        json.dumps(weaken(json.loads(forms["translation-features-on"].read_text())))
+    )
+    return {**forms, "weakened": weakened}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +107,19 @@ def logical(resource: str) -> str:
     return resource.rpartition(".")[2]
 
 
-@pytest.mark.parametrize("form", ["template", "translation"])
+def test_the_forms_are_the_template_and_its_translation_with_features_off_and_on(
+    files: dict[str, Path],
+) -> None:
+    assert files["template"] == TEMPLATE_PATH
+    on = json.loads(files["template-features-on"].read_text())
+    assert on["Parameters"]["WorkerService"]["Default"] == "true"
+    translated_on = json.loads(files["translation-features-on"].read_text())
+    translated_off = json.loads(files["translation"].read_text())
+    assert translated_on["Parameters"]["WorkerService"]["Default"] == "true"
+    assert translated_off["Parameters"]["WorkerService"]["Default"] == "false"
+
+
+@pytest.mark.parametrize("form", FORMS)
 def test_no_check_fails(form: str, scanned: Scan, files: dict[str, Path]) -> None:
     failed = [f"{f.check_id} {f.resource}" for f in scanned.of("failed", files[form])]
 
@@ -102,14 +128,37 @@ def test_no_check_fails(form: str, scanned: Scan, files: dict[str, Path]) -> Non
     assert scanned.parsing_errors == ()
 
 
-@pytest.mark.parametrize("form", ["template", "translation"])
+@pytest.mark.parametrize("form", FORMS)
 def test_suppressions_are_the_documented_ones(
     form: str, scanned: Scan, files: dict[str, Path]
 ) -> None:
     skipped = {(f.check_id, logical(f.resource)) for f in scanned.of("skipped", files[form])}
 
     expected = {(check, name) for check, names in SUPPRESSED.items() for name in names}
+    if form.endswith("features-on"):
+        expected |= {
+            (check, name)
+            for check, names in SUPPRESSED_WITH_WORKER_SERVICE.items()
+            for name in names
+        }
     assert skipped == expected
+
+
+@pytest.mark.parametrize("form", ["template-features-on", "translation-features-on"])
+def test_the_worker_service_is_scanned_when_on(
+    form: str, scanned: Scan, files: dict[str, Path]
+) -> None:
+    passed = {(f.check_id, logical(f.resource)) for f in scanned.of("passed", files[form])}
+
+    # Container Insights, roles without wildcards or privilege escalation, egress-only group.
+    assert {
+        ("CKV_AWS_65", "WorkerCluster"),
+        ("CKV_AWS_108", "WorkerTaskRole"),
+        ("CKV_AWS_111", "WorkerTaskExecutionRole"),
+        ("CKV_AWS_66", "WorkerLogGroup"),
+        ("CKV_AWS_23", "WorkerTaskSecurityGroup"),
+        ("CKV_AWS_260", "WorkerTaskSecurityGroup"),
+    } <= passed
 
 
 def test_every_suppression_gives_its_reason(scanned: Scan) -> None:

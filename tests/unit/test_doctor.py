@@ -78,7 +78,11 @@ def test_no_send_message_on_a_queue_tasks_publish_to(translated: dict[str, Any])
                 statement["Resource"] = statement["Resource"][:1]
 
     findings = broken(translated, narrow)
-    assert {f.where for f in findings} == {"queue 'high-priority'", "queue 'low-priority'"}
+    assert {f.where for f in findings} == {
+        "queue 'high-priority'",
+        "queue 'low-priority'",
+        "queue 'long'",
+    }
     assert all("sqs:SendMessage" in f.fix for f in findings)
 
 
@@ -115,6 +119,69 @@ def test_time_limits_against_the_function_timeout(translated: dict[str, Any]) ->
     findings = {f.where: f for f in diagnose(translated, app)}
     assert findings["task slow"].level == "error"
     assert findings["task batchy"].level == "warning"  # 10 records x 30 s > 120 s
+
+
+def long_task_app(**limits: int | None) -> Celery:
+    """An app routing one task per ``limits`` entry (name: time_limit) to the long queue."""
+    app = Celery("doctor-long", set_as_current=False)
+    app.conf.update(
+        task_default_queue="celery",
+        task_queues=None,
+        task_routes={name: {"queue": "long"} for name in limits},
+    )
+    for name, limit in limits.items():
+
+        def run() -> None: ...
+
+        app.task(name=name, time_limit=limit, shared=False)(run)
+    return app
+
+
+def test_a_queue_the_worker_service_consumes_needs_no_event_source(
+    translated: dict[str, Any],
+) -> None:
+    app = long_task_app(crunch=3600)  # over the function's 120 s, under the queue's 7200 s
+
+    findings = {f.where: f for f in diagnose(translated, app)}
+
+    assert "queue 'long'" not in findings
+    assert "task crunch" not in findings
+
+
+def test_a_worker_only_queue_no_worker_consumes(translated: dict[str, Any]) -> None:
+    def unserve(r: dict[str, Any]) -> None:
+        [worker] = r["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+        worker["Command"].remove("--queues=long")
+
+    template = copy.deepcopy(translated)
+    unserve(template["Resources"])
+    findings = {f.where: f for f in diagnose(template, long_task_app(crunch=3600))}
+
+    assert findings["queue 'long'"].level == "warning"
+    assert "-Q long" in findings["queue 'long'"].fix
+
+
+def test_tasks_on_a_worker_only_queue_against_its_visibility(translated: dict[str, Any]) -> None:
+    app = long_task_app(endless=None, too_long=9000)
+
+    findings = {f.where: f for f in diagnose(translated, app)}
+
+    assert findings["task too_long"].level == "error"
+    assert "VisibilityTimeout 7200s" in findings["task too_long"].problem
+    assert findings["task endless"].level == "warning"
+    assert "time_limit under 7200s" in findings["task endless"].fix
+
+
+def test_worker_queues_are_read_from_every_form_of_the_option() -> None:
+    from infra.local.doctor import _queues_option
+
+    assert _queues_option(["celery", "worker", "-Q", "a,b"]) == {"a", "b"}
+    assert _queues_option(["--queues=long", "-Qx", {"Fn::Sub": "--concurrency=2"}]) == {
+        "long",
+        "x",
+    }
+    assert _queues_option(["--queues", {"Ref": "Queues"}]) == set()
+    assert _queues_option(["-Q"]) == set()
 
 
 def test_the_command_exits_non_zero_on_errors(monkeypatch: pytest.MonkeyPatch) -> None:

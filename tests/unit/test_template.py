@@ -7,8 +7,9 @@ template broken on purpose (expecting the violation), so no rule passes by check
 Each function has a role of its own written in the template, not one SAM generates: for SQS
 events SAM's role carries AWSLambdaSQSQueueExecutionRole (sqs:ReceiveMessage and DeleteMessage on
 ``*``, every queue of the account) and AWSLambdaBasicExecutionRole (logs to every log group). So
-no managed policy is allowed, and every Allow names its resources except X-Ray's actions, which
-have no resource-level permissions.
+no managed policy is allowed, and every Allow names its resources except X-Ray's actions and
+ECR's GetAuthorizationToken (the optional worker service's execution role), which have no
+resource-level permissions.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ MAIN_QUEUES = {
     "CeleryQueue": ("celery", "CeleryDeadLetterQueue", "celery-dlq"),
     "LowPriorityQueue": ("low-priority", "LowPriorityDeadLetterQueue", "low-priority-dlq"),
     "HighPriorityQueue": ("high-priority", "HighPriorityDeadLetterQueue", "high-priority-dlq"),
+    "LongQueue": ("long", "LongDeadLetterQueue", "long-dlq"),
 }
+# The queues the function consumes; workers consume the long one (test_worker_service.py).
+LAMBDA_QUEUES = {"CeleryQueue", "LowPriorityQueue", "HighPriorityQueue"}
 ENVIRONMENT = {
     "CELERY_APP": "tasks:app",
     "CELERY_BROKER_URL": "sqs://",
@@ -59,6 +63,8 @@ OUTPUTS = {
     "LowPriorityDeadLetterQueueUrl",
     "HighPriorityQueueUrl",
     "HighPriorityDeadLetterQueueUrl",
+    "LongQueueUrl",
+    "LongDeadLetterQueueUrl",
     "CeleryQueueUrls",
     "ResultsTableName",
     "UsersTableName",
@@ -66,7 +72,10 @@ OUTPUTS = {
     "WorkerFunctionName",
 }
 # https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsx-ray.html
-UNSCOPABLE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerregistry.html
+UNSCOPABLE_ACTIONS = frozenset(
+    {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ecr:GetAuthorizationToken"}
+)
 # Runtime code never provisions or discovers infrastructure (queue URLs come from the env).
 FORBIDDEN_ACTIONS = (
     "sqs:ListQueues",
@@ -338,8 +347,8 @@ def _first_statement(template: Template) -> Template:
     return statement
 
 
-def _statement(template: Template, sid: str) -> Template:
-    (policy,) = props(template, f"{FUNCTION}Role")["Policies"]
+def _statement(template: Template, sid: str, role: str = f"{FUNCTION}Role") -> Template:
+    (policy,) = props(template, role)["Policies"]
     (statement,) = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") == sid]
     return statement
 
@@ -384,6 +393,12 @@ BREAKAGES: dict[str, tuple[str, Callable[[Template], object]]] = {
     "receive-anywhere": (
         "iam",
         lambda t: _statement(t, "WriteTraces")["Action"].append("sqs:ReceiveMessage"),
+    ),
+    "pull-anything": (
+        "iam",
+        lambda t: _statement(t, "AuthenticateToEcr", "WorkerTaskExecutionRole")["Action"].append(
+            "ecr:BatchGetImage"
+        ),
     ),
     "sort-key": (
         "results-table",
@@ -465,7 +480,12 @@ def test_translate_builds_the_worker(translated: Template) -> None:
     assert "Transform" not in translated
     # BeatFunction (the scheduled tick) is checked in test_template_beat.py.
     assert set(of_type(translated, "AWS::Lambda::Function")) == {FUNCTION, "BeatFunction"}
-    assert set(of_type(translated, "AWS::IAM::Role")) == {f"{FUNCTION}Role", "BeatFunctionRole"}
+    assert set(of_type(translated, "AWS::IAM::Role")) == {
+        f"{FUNCTION}Role",
+        "BeatFunctionRole",
+        "WorkerTaskRole",  # the optional worker service's (tests/unit/test_worker_service.py)
+        "WorkerTaskExecutionRole",
+    }
     function = props(translated, FUNCTION)
     assert function["Role"] == {"Fn::GetAtt": [f"{FUNCTION}Role", "Arn"]}
     assert function["Handler"] == "handlers.sqs.handler"
@@ -483,7 +503,7 @@ def test_translate_maps_each_queue_event_to_an_event_source_mapping(translated: 
     mappings = esms(translated)
 
     sources = {getatt_target(m["Properties"]["EventSourceArn"]) for m in mappings.values()}
-    assert sources == set(MAIN_QUEUES)
+    assert sources == LAMBDA_QUEUES
     assert len(mappings) == 3
     for mapping in mappings.values():
         properties = mapping["Properties"]
