@@ -39,6 +39,8 @@ from infra.items import task_key
 from infra.local.cli import point_app_at
 from infra.local.consumer import build_event, delete_requests, make_context
 from infra.local.deploy import Deployment, EventSource
+from infra.local.emulator import request_counts
+from infra.local.template import load_template
 from infra.memory import BUDGET_FRACTION, resident_bytes
 from infra.observability import (
     CONSUMER_METRICS,
@@ -67,7 +69,8 @@ from infra.observability import (
 from infra.pipeline import SAFETY_MARGIN_SECONDS
 from infra.protocol import decode
 from infra.ratelimit import rate_key
-from infra.results import DynamoDBBackend
+from infra.results import LARGE_RESULT_BYTES, DynamoDBBackend
+from infra.revoke import revoke
 from infra.settings import Settings
 from tests.apps import probe
 from tests.invoke import context_with, invoke
@@ -1398,3 +1401,75 @@ def test_an_unstored_outcome_sends_its_record_back_with_its_offloaded_body(
     [line] = json_lines(out, lambda o: o.get("message", "").startswith("task outcome not stored"))
     assert line["task_id"] == result.id
     assert "injected" in line["why"]
+
+
+# ---------------------------------------------------------------- least privilege, measured
+
+
+def _granted(role: str) -> set[str]:
+    """Every action the template's inline policies give ``role``."""
+    template = load_template()
+    granted: set[str] = set()
+    for policy in template["Resources"][role]["Properties"]["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            actions = statement["Action"]
+            granted |= {actions} if isinstance(actions, str) else set(actions)
+    return granted
+
+
+# The IAM actions that authorise a request, where they are not its own name.
+_AUTHORISED_BY = {
+    "sqs:SendMessageBatch": {"sqs:SendMessage"},
+    "sqs:DeleteMessageBatch": {"sqs:DeleteMessage"},
+    "sqs:ChangeMessageVisibilityBatch": {"sqs:ChangeMessageVisibility"},
+    # Per item action: the claim updates task items and checks revocation markers.
+    "dynamodb:TransactWriteItems": {"dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
+}
+
+
+def test_the_functions_role_grants_every_request_the_handler_makes(
+    queues: Queues, cloud: Deployment, producer: Callable[..., Celery]
+) -> None:
+    assert cloud.endpoint_url
+    url, bucket = queues.source.queue_url, Settings.from_env().results_bucket
+    _no_turn_for(60)
+    results = [
+        probe.record.apply_async((marker(), "x" * (LARGE_RESULT_BYTES + 1))),  # result to S3
+        probe.boom.apply_async((marker(),)),
+        probe.retrying.apply_async((marker(), 1, 1)),  # publishes its next attempt
+        probe.paced.apply_async((marker(),)),  # no turn: re-sent delayed
+        # A stock producer sets no DelaySeconds: not due, the consumer re-sends it delayed.
+        producer().send_task("probe.record", (marker(),), countdown=3600),
+        probe.record.apply_async((marker(),)),
+    ]
+    revoke(probe.app, [results[-1].id])
+    messages = receive(url, len(results))
+    offloaded = messages.pop()
+    aws.client("sqs").delete_message(QueueUrl=url, ReceiptHandle=offloaded["ReceiptHandle"])
+    key = f"payloads/{task_id(offloaded)}/{uuid.uuid4()}"
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=offloaded["Body"].encode())
+    pointer = [
+        "software.amazon.payloadoffloading.PayloadS3Pointer",
+        {"s3BucketName": bucket, "s3Key": key},
+    ]
+    send_raw(url, json.dumps(pointer))
+    messages += receive(url, 1)
+    event = build_event(messages, queues.source, queues.region)
+    request_counts(cloud.endpoint_url, reset=True)
+
+    response = handler(event, make_context(queues.source))
+
+    made = request_counts(cloud.endpoint_url)
+    assert response == {"batchItemFailures": []}
+    assert stored(results[0].id).result == "x" * (LARGE_RESULT_BYTES + 1)
+    assert stored(results[-1].id).state == states.REVOKED
+    needed = set().union(*(_AUTHORISED_BY.get(op, {op}) for op in made))
+    assert needed - _granted("WorkerFunctionRole") == set(), made
+    assert {
+        "dynamodb:BatchWriteItem",
+        "dynamodb:TransactWriteItems",
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:DeleteObject",
+        "sqs:SendMessage",
+    } <= set(made)
