@@ -27,6 +27,7 @@ import pytest
 from infra.errors import ConfigurationError
 from infra.items import INDEX_BY_STATUS, INDEX_BY_TASK, INDEX_BY_TIME
 from infra.limits import VISIBILITY_TIMEOUT_FACTOR
+from infra.local.checkov import with_features_on, write_translation
 from infra.local.template import (
     DUMMY_CODE_URI,
     TEMPLATE_PATH,
@@ -460,6 +461,31 @@ BREAKAGES: dict[str, tuple[str, Callable[[Template], object]]] = {
 
 def test_cfn_lint_reports_nothing() -> None:
     assert lint() == []
+
+
+@pytest.mark.parametrize("worker_service", [False, True])
+def test_cfn_lint_reports_nothing_on_the_translation(tmp_path: Path, worker_service: bool) -> None:
+    # cfn-lint checks SAM resources against SAM's schemas without translating them: a !Ref in
+    # Globals or in an SQS event's Queue is only followed in the translation.
+    template = with_features_on(load_template()) if worker_service else load_template()
+
+    assert lint(write_translation(tmp_path, template)) == []
+
+
+def test_lint_of_the_translation_finds_what_the_sam_source_hides(tmp_path: Path) -> None:
+    template = load_template()
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    env["RESULTS_TABLE"] = {"Ref": "NoSuchTable"}
+    template["Resources"]["WorkerFunction"]["Properties"]["Events"]["CeleryQueueEvent"][
+        "Properties"
+    ]["Queue"] = {"Fn::GetAtt": ["NoSuchQueue", "Arn"]}
+    source = tmp_path / "template.json"
+    source.write_text(json.dumps(template))
+
+    assert not [m for m in lint(source) if "NoSuch" in m]  # the SAM source passes
+    found = lint(write_translation(tmp_path, template))
+    assert any("'NoSuchTable'" in m for m in found), found
+    assert any("NoSuchQueue" in m for m in found), found
 
 
 def test_lint_reports_a_broken_template(tmp_path: Path) -> None:
