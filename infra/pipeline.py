@@ -30,30 +30,21 @@ from infra.observability import (
     METRIC_DEFERRED,
     METRIC_DELAYED,
     METRIC_DUPLICATE,
-    METRIC_DURATION,
-    METRIC_ETA_LAG,
     METRIC_EXPIRED,
-    METRIC_FAILED,
     METRIC_MACHINERY_FAILED,
     METRIC_MEMORY_HIGH,
-    METRIC_PAYLOAD_SIZE,
-    METRIC_QUEUE_WAIT,
     METRIC_RATE_LIMITED,
-    METRIC_RECEIVED,
-    METRIC_RETRIED,
     METRIC_REVOKED,
-    METRIC_STARTED,
-    METRIC_SUCCEEDED,
     METRIC_UNKNOWN_TASK,
     MetricUnit,
     logger,
     metrics,
-    task_metrics,
     tracer,
 )
-from infra.offload import SIZE_ATTRIBUTE, PayloadMissing
+from infra.offload import PayloadMissing
 from infra.protocol import TaskMessage
 from infra.ratelimit import RateLimiter, interval_of
+from infra.record_metrics import note, note_outcome, note_received, note_start
 from infra.requeue import hold_request, is_fifo, resend_request
 from infra.result_batch import ResultBatch
 from infra.runner import Outcome, Runner
@@ -74,12 +65,6 @@ SAFETY_MARGIN_SECONDS = 5.0
 """Time kept back from the invocation deadline to report the batch and flush metrics."""
 MIN_RUN_SECONDS = 1.0
 """A record is not started with less than this left before the margin."""
-
-_STATE_METRICS = {
-    states.SUCCESS: METRIC_SUCCEEDED,
-    states.FAILURE: METRIC_FAILED,
-    states.RETRY: METRIC_RETRIED,
-}
 
 
 class RecordDeferred(CeleryLambdaError):
@@ -236,7 +221,7 @@ class Pipeline:
                 return RecordBodies(self.settings).missing(self.app, record, exc.pointer)
             logger.append_keys(task_id=message.task_id, task_name=message.task_name)
             self._resolve(message, record)
-            self._note_received(message, record)
+            note_received(message, record)
             self.hooks.call("before_task", message, record)
             outcome = self._gate_and_run(message, record, context)
             if self.results is not None and self.results.state_of(message.task_id):
@@ -306,7 +291,7 @@ class Pipeline:
         now = self.clock()
         verdict = decide(message, now, self.app.timezone)
         if isinstance(verdict, Expired):
-            self._note(message, METRIC_EXPIRED)
+            note(message, METRIC_EXPIRED)
             logger.info("task expired before it ran: REVOKED", expires=str(message.expires))
             return self.runner.expire(message)
         if isinstance(verdict, Delay):
@@ -329,7 +314,7 @@ class Pipeline:
         """
         request = hold_request(record, seconds, time.time(), self.settings)
         aws.client("sqs", self.settings).change_message_visibility(**request)
-        self._note(message, METRIC_DELAYED)
+        note(message, METRIC_DELAYED)
         logger.info(f"FIFO {why}: held invisible", hold_seconds=request["VisibilityTimeout"])
         raise RecordHeld(f"FIFO record held for {request['VisibilityTimeout']}s: {why}")
 
@@ -339,7 +324,7 @@ class Pipeline:
         """Send the same body again, invisible for ``seconds``; the original is then acked."""
         request = resend_request(record, seconds, self.settings)
         aws.client("sqs", self.settings).send_message(**request)
-        self._note(message, METRIC_DELAYED)
+        note(message, METRIC_DELAYED)
         logger.info(f"{why}: re-sent with a delay", delay_seconds=request["DelaySeconds"])
 
     def _claim(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> ClaimOutcome:
@@ -360,20 +345,20 @@ class Pipeline:
         """None when this consumer may run the task; otherwise how the record was settled."""
         waiting = self.results.state_of(message.task_id) if self.results is not None else None
         if waiting is not None:  # ran earlier in this batch; its outcome is not written yet
-            self._note(message, METRIC_DUPLICATE)
+            note(message, METRIC_DUPLICATE)
             logger.info("task already finished: acked without running", state=waiting)
             return Outcome(waiting, 0.0, "duplicate")
         claim = self._claim(message, record, context)
         if isinstance(claim, Terminal):
-            self._note(message, METRIC_DUPLICATE)
+            note(message, METRIC_DUPLICATE)
             logger.info("task already finished: acked without running", state=claim.state)
             return Outcome(claim.state, 0.0, "duplicate")
         if isinstance(claim, Held):
-            self._note(message, METRIC_CLAIM_HELD)
+            note(message, METRIC_CLAIM_HELD)
             logger.info("task is running elsewhere: record comes back later", owner=claim.owner)
             raise RecordClaimedElsewhere(f"claimed by {claim.owner} until {claim.lease_until}")
         if isinstance(claim, Revoked):
-            self._note(message, METRIC_REVOKED)
+            note(message, METRIC_REVOKED)
             logger.info("task revoked: REVOKED, not run", revoked_id=claim.by)
             return self.runner.revoke(message, "revoked")
         return None
@@ -398,7 +383,7 @@ class Pipeline:
             raise
         if wait == 0.0:
             return True
-        self._note(message, METRIC_RATE_LIMITED)
+        note(message, METRIC_RATE_LIMITED)
         if is_fifo(record):
             self._hold(message, record, wait, "task over its rate limit")
         self._redelay(message, record, wait, "task over its rate limit")
@@ -410,7 +395,7 @@ class Pipeline:
         settled = self._claimed_or_settled(message, record, context)
         if settled is not None:
             return settled
-        self._note_start(message, record)
+        note_start(message, record, self.app.timezone)
         self._message_ids[message.task_id] = record["messageId"]
         before = self.memory.measure()
         try:
@@ -424,51 +409,7 @@ class Pipeline:
             raise RecordDeferred("interrupted by the invocation deadline") from exc
         finally:
             self.memory.observe(message.task_name, before)
-        self._record_outcome(message, outcome)
+        note_outcome(message, outcome)
         if outcome.requeue:
             raise RecordRequeued("the task raised Reject(requeue=True)")
         return outcome
-
-    def _note(
-        self,
-        message: TaskMessage,
-        name: str,
-        value: float = 1,
-        unit: MetricUnit = MetricUnit.Count,
-    ) -> None:
-        """A per-task metric, with the task name and queue as its dimensions."""
-        task_metrics.add(message.task_name, message.queue, name, unit, value)
-
-    def _note_received(self, message: TaskMessage, record: Mapping[str, Any]) -> None:
-        self._note(message, METRIC_RECEIVED)
-        size = (record.get("messageAttributes") or {}).get(SIZE_ATTRIBUTE, {}).get("stringValue")
-        payload = int(size) if size else len(str(record.get("body", "")).encode())
-        self._note(message, METRIC_PAYLOAD_SIZE, payload, MetricUnit.Bytes)
-
-    def _note_start(self, message: TaskMessage, record: Mapping[str, Any]) -> None:
-        now = time.time()
-        self._note(message, METRIC_STARTED)
-        sent_ms = record.get("attributes", {}).get("SentTimestamp")
-        if sent_ms:
-            wait = max(now * 1000 - int(sent_ms), 0)
-            self._note(message, METRIC_QUEUE_WAIT, wait, MetricUnit.Milliseconds)
-        eta = aware(message.eta, self.app.timezone)
-        if eta is not None:
-            lag = max(now - eta.timestamp(), 0) * 1000
-            self._note(message, METRIC_ETA_LAG, lag, MetricUnit.Milliseconds)
-
-    def _record_outcome(self, message: TaskMessage, outcome: Outcome) -> None:
-        name = _STATE_METRICS.get(outcome.state)
-        if name:
-            self._note(message, name)
-        duration_ms = outcome.duration * 1000
-        self._note(message, METRIC_DURATION, duration_ms, MetricUnit.Milliseconds)
-        logger.info(
-            "task finished",
-            state=outcome.state,
-            duration_ms=round(duration_ms, 1),
-            exception=outcome.exception,
-            queue=message.queue,
-            root_id=message.root_id,
-            parent_id=message.parent_id,
-        )

@@ -19,7 +19,12 @@ from infra.local import moto_fixes
 def table() -> Iterator[Any]:
     moto_fixes.install()
     with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
+        # moto intercepts AWS's own endpoint; AWS_ENDPOINT_URL (the session's emulator) is not it.
+        client = boto3.client(
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url="https://dynamodb.us-east-1.amazonaws.com",
+        )
         client.create_table(
             TableName="t",
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],

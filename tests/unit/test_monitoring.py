@@ -103,9 +103,10 @@ def test_every_queue_and_dlq_is_alarmed(resources: dict[str, Any]) -> None:
 
 def test_saved_queries_read_fields_the_outcome_line_has(resources: dict[str, Any]) -> None:
     queries = of_type(resources, "AWS::Logs::QueryDefinition")
-    emitters = (ROOT / "infra/pipeline.py").read_text() + (
-        ROOT / "infra/worker_signals.py"
-    ).read_text()
+    emitters = "".join(
+        (ROOT / path).read_text()
+        for path in ("infra/pipeline.py", "infra/record_metrics.py", "infra/worker_signals.py")
+    )
 
     assert len(queries) >= 2
     for query in queries.values():
