@@ -17,6 +17,11 @@ need botocore to tell these apart.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from botocore.exceptions import BotoCoreError, ClientError
+
 __all__ = [
     "CeleryLambdaError",
     "ConfigurationError",
@@ -26,6 +31,7 @@ __all__ = [
     "StoreError",
     "UnknownQueueError",
     "UnknownTaskError",
+    "store_errors",
 ]
 
 
@@ -73,3 +79,12 @@ class UnknownQueueError(PublishError):
 
 class ScheduleError(CeleryLambdaError):
     """A scheduled tick left slots unpublished (each is given back for the next tick if it can)."""
+
+
+@contextmanager
+def store_errors(action: str) -> Iterator[None]:
+    """Turn botocore's errors inside the block into :class:`StoreError` naming ``action``."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise StoreError(f"{action} failed: {exc}") from exc

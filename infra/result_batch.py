@@ -13,8 +13,8 @@ and FAILURE writes of that thread's tasks to a :class:`ResultBatch` instead of m
 
 A ``PutRequest`` is the same write as the backend's ``UpdateItem`` for these two states: no
 condition guards them and they set every attribute a task's item keeps, removing the claim
-(:func:`infra.results.put_item`). A chunk that DynamoDB refuses as a whole is retried write by
-write through the backend's ``UpdateItem``, so one bad item does not fail its neighbours.
+(:func:`infra.result_requests.put_item`). A chunk that DynamoDB refuses as a whole is retried
+write by write through the backend's ``UpdateItem``, so one bad item does not fail its neighbours.
 
 Not deferred: conditional writes (STARTED, RETRY, REVOKED, progress), tasks in a chord header
 (the chord's join reads every header result as soon as its counter completes), FIFO batches (a
@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.errors import StoreError
 from infra.limits import DYNAMODB_MAX_BATCH_WRITE_ITEMS
-from infra.results import ResultWrite, put_item
+from infra.result_requests import ResultWrite, put_item
 
 __all__ = ["ResultBatch"]
 

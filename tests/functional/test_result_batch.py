@@ -24,7 +24,8 @@ from infra.errors import StoreError
 from infra.items import task_key
 from infra.local.deploy import Deployment
 from infra.result_batch import ResultBatch
-from infra.results import DynamoDBBackend, ResultWrite, put_item
+from infra.result_requests import ResultWrite, put_item
+from infra.results import DynamoDBBackend
 from infra.settings import Settings
 
 

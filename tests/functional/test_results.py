@@ -21,10 +21,8 @@ from infra import aws
 from infra.errors import ConfigurationError, StoreError
 from infra.items import INDEX_BY_STATUS, INDEX_BY_TASK, INDEX_BY_TIME, KIND_TASK, task_key
 from infra.local.deploy import Deployment
-from infra.results import (
-    LARGE_RESULT_BYTES,
+from infra.result_requests import (
     POINTER_KEY,
-    DynamoDBBackend,
     ResultWrite,
     batch_get,
     batch_get_request,
@@ -32,6 +30,7 @@ from infra.results import (
     queryable_attributes,
     update_request,
 )
+from infra.results import LARGE_RESULT_BYTES, DynamoDBBackend
 from infra.settings import Settings
 from tasks import app
 

@@ -60,7 +60,7 @@ from infra.local.consumer import (
 )
 from infra.local.deploy import Deployment, EventSource
 from infra.pipeline import SAFETY_MARGIN_SECONDS
-from infra.results import batch_get
+from infra.result_requests import batch_get
 from infra.revoke import revoke
 from infra.settings import Settings
 from tests.apps import probe

@@ -30,7 +30,8 @@ from infra import aws, runtime
 from infra.local.cli import point_app_at
 from infra.local.consumer import build_event, delete_requests, make_context
 from infra.local.deploy import Deployment, EventSource
-from infra.results import POINTER_KEY, DynamoDBBackend
+from infra.result_requests import POINTER_KEY
+from infra.results import DynamoDBBackend
 
 pytestmark = pytest.mark.integration
 

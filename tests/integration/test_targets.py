@@ -45,7 +45,7 @@ from infra.local.consumer import ConsumeStats, consume, handler_from_source
 from infra.local.deploy import Deployment, EventSource
 from infra.local.emulator import free_port
 from infra.local.localstack import LocalStack
-from infra.results import batch_get
+from infra.result_requests import batch_get
 from infra.settings import Settings
 from tests.apps import probe
 from tests.integration.test_stock_client import READER
