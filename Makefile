@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: tools-install lint
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -81,13 +81,12 @@ sam-install: $(SAM_STAMP)
 sam-validate: $(STAMP) $(SAM_STAMP)
 	$(BIN)/python -m infra.local.sam validate
 
-# The two tool virtualenvs are independent, so a clean clone installs them side by side: about
-# 52 s instead of 85 s one after the other on two cores. make waits for both and fails if either does.
+# What `make test` installs is four independent pieces (the project's .venv, then LocalStack and
+# DynamoDB Local through it; checkov's and SAM CLI's virtualenvs), mostly downloads and unpacking,
+# so a clean clone installs them side by side. make waits for all and fails if any does.
 .PHONY: tools-install
 tools-install:
-	$(MAKE) --no-print-directory -j2 $(CHECKOV_STAMP) $(SAM_STAMP)
-
-test: tools-install
+	$(MAKE) --no-print-directory -j3 localstack-install $(CHECKOV_STAMP) $(SAM_STAMP)
 
 # `sam build` (BuildMethod: makefile) calls these with ARTIFACTS_DIR: the handlers, the app and
 # the engine room without infra/local, and the runtime dependencies as Lambda's Python 3.12 on
