@@ -82,7 +82,7 @@ WORKER_QUEUE = "guarantees-worker"
 CRASH_QUEUE = "guarantees-crash"
 MAX_RECEIVE_COUNT = 5
 """Redrive after this many receives, as in the template."""
-CRASH_TASKS = 500
+CRASH_TASKS = 300
 CRASH_FUNCTION_TIMEOUT = 10
 """The crash test's function timeout: a batch's claims last until the invocation deadline, so
 claims left by the killed consumer expire 10 s after they were made (5 s of it is run time, the

@@ -60,8 +60,8 @@ LAMBDA = "publish-lambda"
 """Consumed by the Lambda path."""
 FIFO = "publish.fifo"
 """A FIFO queue consumed by the Lambda path."""
-DELAYED_VISIBILITY = 10
-COUNTDOWN = 30
+DELAYED_VISIBILITY = 4
+COUNTDOWN = 12
 LARGE_CHARS = 2_000_000
 """A ~2 MB argument: over SQS's 1 MiB message limit, so it must travel through S3."""
 GROUP_SIZE = 100
@@ -218,7 +218,7 @@ def test_countdown_is_a_native_delay_a_stock_worker_runs_once(
     published = time.time()
     result = plain.stamp.apply_async((done,), countdown=COUNTDOWN, queue=DELAYED)
 
-    # SQS itself holds it: no consumer receives it (and holds it past its 10 s visibility).
+    # SQS itself holds it: no consumer receives it (and holds it past its visibility timeout).
     assert counts(queues.delayed.url) == (0, 0, 1)
     ran_at = result.get(timeout=COUNTDOWN + SETTLE)
     wait_for(lambda: counts(queues.delayed.url) == (0, 0, 0), "the worker to ack the task")
