@@ -10,10 +10,11 @@ from typing import Any
 from celery import states
 
 from infra import aws
+from infra.envelope import MAX_BODY_CHARS
 from infra.errors import MessageDecodeError, StoreError
 from infra.observability import METRIC_DECODE_FAILED, METRIC_DUPLICATE, MetricUnit, logger, metrics
 from infra.offload import PayloadStore, Pointer, parse_pointer
-from infra.protocol import MAX_BODY_CHARS, TaskMessage, decode
+from infra.protocol import TaskMessage, decode
 from infra.runner import Outcome
 from infra.settings import Settings
 

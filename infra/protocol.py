@@ -1,18 +1,10 @@
 """Celery task messages off the SQS wire: a pure decoder from one SQS body to a frozen value.
 
-The layers, outermost first, as kombu 5.7's SQS transport (``Channel._put``) and the virtual
-transport it builds on (``Channel.prepare_message`` / ``_inplace_augment_message``) write them:
-
-1. SQS body: base64 of the envelope JSON (default), or the JSON itself when the producer set
-   ``sqs_base64_encoding=False``. Told apart by the first character, never by kombu's regex guess.
-2. kombu envelope: ``{"body", "content-type", "content-encoding", "headers", "properties"}``,
-   parsed with kombu's JSON (so ``__type__``-tagged values come back as Python objects).
-3. body: base64 when ``properties.body_encoding == "base64"`` (the virtual transports' default).
-4. compression: ``headers.compression`` (Celery's ``task_compression``), kombu's registry.
-5. serializer: kombu's registry, which refuses a content type outside ``accept`` before any
-   deserializer runs -- pickle never executes unless the operator accepted it.
-6. Celery protocol 2 ``(args, kwargs, embed)`` plus headers, or a protocol 1 body dict, which is
-   normalised to protocol 2's shape the way ``celery.worker.strategy.hybrid_to_proto2`` does.
+:mod:`infra.envelope` peels the SQS body, kombu's envelope, body encoding, compression and the
+serializer (refusing a content type outside ``accept`` before any deserializer runs), each within
+its bound. What is left is Celery's protocol 2 ``(args, kwargs, embed)`` plus headers, or a
+protocol 1 body dict, which is normalised to protocol 2's shape the way
+``celery.worker.strategy.hybrid_to_proto2`` does; every field is checked here.
 
 Anything wrong with the input raises :class:`~infra.errors.MessageDecodeError` carrying the message
 id and the raw body; no other exception escapes :func:`decode` whatever the body (only a bad
@@ -21,45 +13,26 @@ id and the raw body; no other exception escapes :func:`decode` whatever the body
 
 from __future__ import annotations
 
-import base64
-import bz2
-import lzma
 import math
-import re
-import reprlib
-import zlib
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from celery.exceptions import SecurityError
 from celery.utils.time import maybe_iso8601
-from kombu.compression import get_decoder
-from kombu.exceptions import ContentDisallowed, DecodeError, SerializerNotInstalled
-from kombu.serialization import loads, prepare_accept_content
-from kombu.utils.json import loads as kombu_json_loads
 
-from infra.errors import ConfigurationError, MessageDecodeError
-from infra.limits import SQS_MAX_MESSAGE_BYTES
+from infra.envelope import (
+    MAX_BODY_CHARS,
+    Envelope,
+    Refused,
+    accepted_types,
+    brief,
+    payload_of,
+    read_envelope,
+)
+from infra.errors import MessageDecodeError
 
-__all__ = [
-    "MAX_BODY_CHARS",
-    "MAX_DECOMPRESSED_BYTES",
-    "MAX_HEADERS",
-    "MAX_NESTING",
-    "TaskMessage",
-    "decode",
-]
-
-MAX_BODY_CHARS: Final = SQS_MAX_MESSAGE_BYTES * 2
-"""Longest SQS body :func:`decode` looks at; anything longer cannot have come from SQS."""
-MAX_HEADERS: Final = 256
-"""Most message headers accepted (Celery sends about 25; the rest are the producer's own)."""
-MAX_NESTING: Final = 64
-"""Deepest JSON nesting accepted in the envelope and the task body, checked before parsing."""
-MAX_DECOMPRESSED_BYTES: Final = 64 * 1024 * 1024
-"""Largest body a compressed message may expand to (a 1 MiB zlib bomb could expand to 1 GiB)."""
+__all__ = ["TaskMessage", "decode"]
 
 _EMBED_KEYS: Final = ("callbacks", "errbacks", "chain", "chord")
 
@@ -74,16 +47,6 @@ _V1_HEADER_KEYS: Final = (
 _DERIVED: Final = (
     "queue", "eta", "expires", "retries", "root_id", "parent_id", "group", "timelimit",
 )  # fmt: skip
-
-# kombu ships py.typed but leaves these unannotated; bound here to the types they have.
-_prepare_accept: Callable[[Collection[str]], set[str]] = prepare_accept_content
-_deserialize: Callable[..., Any] = loads
-_compression_decoder: Callable[[str], Callable[[bytes], bytes]] = get_decoder
-_json_loads: Callable[[str | bytes], Any] = kombu_json_loads
-
-
-class _Invalid(ValueError):
-    """One decoding step refused the input; decode() turns it into MessageDecodeError."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +72,7 @@ class TaskMessage:
         if info is None:
             return None
         if not isinstance(info, dict):
-            raise _Invalid(f"property 'delivery_info' is not an object: {_brief(info)}")
+            raise Refused(f"property 'delivery_info' is not an object: {brief(info)}")
         return _optional_str(info, "routing_key")
 
     @property
@@ -129,7 +92,7 @@ class TaskMessage:
         if value is None:
             return 0
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _Invalid(f"header 'retries' is not a count: {_brief(value)}")
+            raise Refused(f"header 'retries' is not a count: {brief(value)}")
         return value
 
     @property
@@ -154,7 +117,7 @@ class TaskMessage:
         if value is None:
             return (None, None)
         if not isinstance(value, list | tuple) or len(value) != 2 or not all(map(_limit, value)):
-            raise _Invalid(f"header 'timelimit' is not [hard, soft]: {_brief(value)}")
+            raise Refused(f"header 'timelimit' is not [hard, soft]: {brief(value)}")
         return (value[0], value[1])
 
 
@@ -176,167 +139,15 @@ def decode(
         ConfigurationError: ``accept`` names a serializer kombu does not know (a caller bug,
             raised before the body is looked at).
     """
-    allowed = _accepted_types(accept)
+    allowed = accepted_types(accept)
     try:
-        envelope = _envelope(_envelope_json(_unwrap_sqs_body(body, max_chars)))
-        return _task_message(envelope, _payload(envelope, allowed), message_id)
-    except _Invalid as exc:
+        envelope = read_envelope(body, max_chars)
+        return _task_message(envelope, payload_of(envelope, allowed), message_id)
+    except Refused as exc:
         raise MessageDecodeError(message_id, str(exc), raw=body) from exc.__cause__
 
 
-@dataclass(frozen=True, slots=True)
-class _Envelope:
-    """kombu's message envelope, shape-checked."""
-
-    body: str | bytes
-    content_type: str
-    content_encoding: str
-    headers: dict[str, Any]
-    properties: dict[str, Any]
-
-
-def _accepted_types(accept: Collection[str]) -> set[str]:
-    """Expand serializer names to content types the way Celery expands ``accept_content``."""
-    if isinstance(accept, str | bytes):
-        raise ConfigurationError(f"accept must be a collection of content types, not {accept!r}")
-    try:
-        return set(_prepare_accept(accept))
-    except SerializerNotInstalled as exc:
-        raise ConfigurationError(f"accept names an unknown serializer: {exc}") from exc
-
-
-def _unwrap_sqs_body(body: object, max_chars: int) -> str | bytes:
-    """Peel the SQS layer: a JSON object as it is, anything else must be strict base64."""
-    if not isinstance(body, str | bytes):
-        raise _Invalid(f"SQS body is {type(body).__name__}, not text")
-    if len(body) > max_chars:
-        raise _Invalid(f"SQS body of {len(body)} characters is over the {max_chars} limit")
-    text = body.strip()
-    if text[:1] in ("{", b"{"):
-        return text
-    return _b64decode(text, "SQS body is neither a JSON object nor base64")
-
-
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(rb"[\[\]{}]")
-
-
-def _check_nesting(data: str | bytes, what: str) -> None:
-    """Refuse JSON nested deeper than MAX_NESTING, before a parser recurses into it."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    depth = 0
-    for bracket in _BRACKETS.findall(_STRINGS.sub(b"", raw)):
-        depth += 1 if bracket in (b"[", b"{") else -1
-        if depth > MAX_NESTING:
-            raise _Invalid(f"{what} is nested deeper than {MAX_NESTING} levels")
-
-
-def _envelope_json(text: str | bytes) -> Any:
-    """Parse the envelope with kombu's JSON, as the SQS transport does."""
-    _check_nesting(text, "envelope")
-    try:
-        return _json_loads(text)
-    # kombu's __type__ hook hands values to registered type decoders (Decimal, UUID, datetime,
-    # and whatever else a program registered), so the error types are open-ended.
-    except Exception as exc:
-        raise _Invalid(f"envelope is not valid JSON: {_describe(exc)}") from exc
-
-
-def _envelope(data: Any) -> _Envelope:
-    """Check the envelope's shape (kombu's virtual ``Channel.prepare_message``)."""
-    if not isinstance(data, dict):
-        raise _Invalid(f"envelope is a JSON {type(data).__name__}, not an object")
-    for key in ("body", "properties"):
-        if key not in data:
-            raise _Invalid(f"envelope has no {key!r}: not a kombu message")
-    fields = {
-        "body": (data["body"], str | bytes),
-        "content-type": (data.get("content-type"), str),
-        "content-encoding": (data.get("content-encoding") or "utf-8", str),
-        "headers": (data.get("headers") or {}, dict),
-        "properties": (data["properties"], dict),
-    }
-    for key, (value, kind) in fields.items():
-        if not isinstance(value, kind):
-            raise _Invalid(f"envelope {key!r} is {type(value).__name__}: {_brief(value)}")
-    if len(fields["headers"][0]) > MAX_HEADERS:
-        raise _Invalid(f"message has {len(fields['headers'][0])} headers, over {MAX_HEADERS}")
-    return _Envelope(*(value for value, _ in fields.values()))  # fields are in _Envelope's order
-
-
-def _payload(envelope: _Envelope, accept: set[str]) -> Any:
-    """Undo body encoding and compression, then deserialize with kombu's registry."""
-    data = _decompress(_body_bytes(envelope), envelope.headers.get("compression"))
-    if envelope.content_type in ("application/json", "application/x-yaml"):
-        _check_nesting(data, "task body")
-    try:
-        return _deserialize(data, envelope.content_type, envelope.content_encoding, accept=accept)
-    except ContentDisallowed as exc:
-        refused = f"refused content type {envelope.content_type!r}"
-        raise _Invalid(f"{refused}: accepted are {sorted(accept)}") from exc
-    except SerializerNotInstalled as exc:
-        raise _Invalid(f"no deserializer installed for {envelope.content_type!r}") from exc
-    except DecodeError as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, SecurityError):  # Celery's auth serializer: signed messages
-            raise _Invalid(f"signature check failed: {_describe(cause)}") from exc
-        raise _Invalid(f"body is not valid {envelope.content_type}: {_describe(exc)}") from exc
-
-
-def _body_bytes(envelope: _Envelope) -> bytes:
-    """Undo ``properties.body_encoding`` (virtual ``Channel.encode_body``): base64 or none."""
-    encoding = envelope.properties.get("body_encoding")
-    if not isinstance(encoding, str | None):
-        raise _Invalid(f"property 'body_encoding' is not a string: {_brief(encoding)}")
-    if encoding and encoding.lower() == "base64":
-        return _b64decode(envelope.body, "body is not valid base64 (body_encoding base64)")
-    if encoding and encoding.lower() != "utf-8":
-        raise _Invalid(f"unsupported body_encoding {encoding!r}")
-    if isinstance(envelope.body, bytes):
-        return envelope.body
-    try:
-        return envelope.body.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise _Invalid("body is not encodable as UTF-8") from exc
-
-
-def _decompress(data: bytes, compression: Any) -> bytes:
-    """Undo ``headers.compression`` with kombu's registry, as ``kombu.compression.decompress``."""
-    if compression is None:
-        return data
-    if not isinstance(compression, str):
-        raise _Invalid(f"header 'compression' is not a string: {_brief(compression)}")
-    try:
-        decompressor = _compression_decoder(compression)
-    except KeyError as exc:
-        raise _Invalid(f"unknown compression {compression!r}") from exc
-    try:
-        result = _bounded_decompress(compression, data) or decompressor(data)
-    # Each registered decompressor raises its own type (zlib.error, OSError, LZMAError, ...).
-    except Exception as exc:
-        raise _Invalid(f"body is not valid {compression} data: {_describe(exc)}") from exc
-    if len(result) > MAX_DECOMPRESSED_BYTES:
-        raise _Invalid(f"body expands past {MAX_DECOMPRESSED_BYTES} bytes when decompressed")
-    return result
-
-
-def _bounded_decompress(compression: str, data: bytes) -> bytes | None:
-    """Decompress at most one byte past the limit, for the stdlib codecs kombu uses.
-
-    None for codecs without a streaming bound here (brotli, zstd): their output is checked after.
-    """
-    limit = MAX_DECOMPRESSED_BYTES + 1
-    name = compression.lower()
-    if name in ("zlib", "application/x-gzip"):
-        return zlib.decompressobj().decompress(data, limit)
-    if name in ("bzip2", "application/x-bz2"):
-        return bz2.BZ2Decompressor().decompress(data, limit)
-    if name in ("lzma", "xz", "application/x-lzma", "application/x-xz"):
-        return lzma.LZMADecompressor().decompress(data, limit)
-    return None
-
-
-def _task_message(envelope: _Envelope, payload: Any, message_id: str) -> TaskMessage:
+def _task_message(envelope: Envelope, payload: Any, message_id: str) -> TaskMessage:
     """Recognise the Celery protocol and build the value."""
     headers = {key: value for key, value in envelope.headers.items() if key != "compression"}
     if isinstance(payload, dict):  # protocol 1, possibly with protocol 2 headers (hybrid)
@@ -346,9 +157,9 @@ def _task_message(envelope: _Envelope, payload: Any, message_id: str) -> TaskMes
         body = (payload.get("args", ()), payload.get("kwargs", {}), embed)
         return _build(1, body, {**v1_headers, **headers}, envelope, message_id)
     if "task" not in headers:
-        raise _Invalid("not a Celery task: no 'task' header and the body is not a protocol 1 dict")
+        raise Refused("not a Celery task: no 'task' header and the body is not a protocol 1 dict")
     if not isinstance(payload, list | tuple) or len(payload) != 3:
-        raise _Invalid(f"protocol 2 body is not [args, kwargs, embed]: {_brief(payload)}")
+        raise Refused(f"protocol 2 body is not [args, kwargs, embed]: {brief(payload)}")
     return _build(2, tuple(payload), headers, envelope, message_id)
 
 
@@ -356,7 +167,7 @@ def _build(
     protocol: int,
     body: tuple[Any, ...],
     headers: dict[str, Any],
-    envelope: _Envelope,
+    envelope: Envelope,
     message_id: str,
 ) -> TaskMessage:
     """Check every field and assemble the TaskMessage."""
@@ -382,14 +193,14 @@ def _build(
 def _args(value: Any) -> tuple[Any, ...]:
     """Positional arguments: a list (JSON) or tuple (pickle)."""
     if not isinstance(value, list | tuple):
-        raise _Invalid(f"task args are {type(value).__name__}, not a list: {_brief(value)}")
+        raise Refused(f"task args are {type(value).__name__}, not a list: {brief(value)}")
     return tuple(value)
 
 
 def _kwargs(value: Any) -> dict[str, Any]:
     """Keyword arguments: a dict with string keys (anything else cannot be ``**``-passed)."""
     if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise _Invalid(f"task kwargs are not an object with string keys: {_brief(value)}")
+        raise Refused(f"task kwargs are not an object with string keys: {brief(value)}")
     return dict(value)
 
 
@@ -397,15 +208,15 @@ def _embed(value: Any) -> dict[str, Any]:
     """Workflow fields: callbacks, errbacks and chain are lists of signatures, chord one or None."""
     value = {} if value is None else value
     if not isinstance(value, dict):
-        raise _Invalid(f"embed is {type(value).__name__}, not an object: {_brief(value)}")
+        raise Refused(f"embed is {type(value).__name__}, not an object: {brief(value)}")
     for key in ("callbacks", "errbacks", "chain"):
         items = value.get(key)
         if items is not None and not (
             isinstance(items, list | tuple) and all(isinstance(item, dict) for item in items)
         ):
-            raise _Invalid(f"embed {key!r} is not a list of signatures: {_brief(items)}")
+            raise Refused(f"embed {key!r} is not a list of signatures: {brief(items)}")
     if not isinstance(value.get("chord"), dict | None):
-        raise _Invalid(f"embed 'chord' is not a signature: {_brief(value['chord'])}")
+        raise Refused(f"embed 'chord' is not a signature: {brief(value['chord'])}")
     return {**dict.fromkeys(_EMBED_KEYS), **value}
 
 
@@ -413,7 +224,7 @@ def _required_str(headers: dict[str, Any], key: str, what: str) -> str:
     """A header that must be a non-empty string."""
     value = headers.get(key)
     if not isinstance(value, str) or not value:
-        raise _Invalid(f"missing {what}: header {key!r} is {_brief(value)}")
+        raise Refused(f"missing {what}: header {key!r} is {brief(value)}")
     return value
 
 
@@ -421,7 +232,7 @@ def _optional_str(mapping: dict[str, Any], key: str) -> str | None:
     """A field that is a string or absent."""
     value = mapping.get(key)
     if not isinstance(value, str | None):
-        raise _Invalid(f"{key!r} is not a string: {_brief(value)}")
+        raise Refused(f"{key!r} is not a string: {brief(value)}")
     return value
 
 
@@ -429,13 +240,13 @@ def _header_time(headers: dict[str, Any], key: str) -> datetime | None:
     """Parse an ISO 8601 header with Celery's own parser; naive means UTC unless utc is False."""
     value, utc = headers.get(key), headers.get("utc")
     if not isinstance(utc, bool | None):
-        raise _Invalid(f"header 'utc' is not a boolean: {_brief(utc)}")
+        raise Refused(f"header 'utc' is not a boolean: {brief(utc)}")
     if not isinstance(value, str | datetime | None):
-        raise _Invalid(f"header {key!r} is not an ISO 8601 string: {_brief(value)}")
+        raise Refused(f"header {key!r} is not an ISO 8601 string: {brief(value)}")
     try:
         parsed: datetime | None = maybe_iso8601(value)
     except (ValueError, OverflowError) as exc:
-        raise _Invalid(f"header {key!r} is not an ISO 8601 date: {_brief(value)}") from exc
+        raise Refused(f"header {key!r} is not an ISO 8601 date: {brief(value)}") from exc
     if parsed is not None and parsed.tzinfo is None and utc is not False:
         return parsed.replace(tzinfo=UTC)
     return parsed
@@ -447,25 +258,3 @@ def _limit(value: Any) -> bool:
         return True
     number = isinstance(value, int | float) and not isinstance(value, bool)
     return number and math.isfinite(value) and value >= 0
-
-
-def _b64decode(data: str | bytes, reason: str) -> bytes:
-    """Strict base64: any character outside the alphabet, or bad padding, is an error."""
-    try:
-        return base64.b64decode(data, validate=True)
-    except ValueError as exc:  # binascii.Error, or non-ASCII characters in a str
-        raise _Invalid(reason) from exc
-
-
-_REASON_REPR: Final = reprlib.Repr()
-_REASON_REPR.maxstring = _REASON_REPR.maxother = 100
-
-
-def _brief(value: Any) -> str:
-    """A bounded repr for error reasons (the raw body travels separately, in ``raw``)."""
-    return _REASON_REPR.repr(value)
-
-
-def _describe(exc: BaseException) -> str:
-    """An exception as ``Type: message``, bounded, for error reasons."""
-    return f"{type(exc).__name__}: {_REASON_REPR.repr(str(exc))[1:-1]}"

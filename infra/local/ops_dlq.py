@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from infra.envelope import MAX_BODY_CHARS
 from infra.errors import MessageDecodeError
 from infra.limits import SQS_MAX_BATCH_ENTRIES
 from infra.local.ops_target import translated
 from infra.offload import PayloadMissing, Pointer, parse_pointer
-from infra.protocol import MAX_BODY_CHARS, TaskMessage, decode
+from infra.protocol import TaskMessage, decode
 
 __all__ = [
     "PEEK_SECONDS",

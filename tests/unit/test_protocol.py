@@ -20,15 +20,9 @@ from hypothesis import strategies as st
 from kombu import compression as kombu_compression
 from kombu.exceptions import ContentDisallowed
 
+from infra.envelope import MAX_BODY_CHARS, MAX_DECOMPRESSED_BYTES, MAX_HEADERS, MAX_NESTING
 from infra.errors import ConfigurationError, MessageDecodeError
-from infra.protocol import (
-    MAX_BODY_CHARS,
-    MAX_DECOMPRESSED_BYTES,
-    MAX_HEADERS,
-    MAX_NESTING,
-    TaskMessage,
-    decode,
-)
+from infra.protocol import TaskMessage, decode
 from tests.unit.celery_messages import (
     UNPICKLED,
     Tripwire,
