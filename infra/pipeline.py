@@ -19,7 +19,8 @@ from celery import states
 
 from infra import aws
 from infra.bodies import RecordBodies
-from infra.claims import BatchClaims, Claimed, ClaimOutcome, ClaimRequest, Held, Revoked, Terminal
+from infra.claim_requests import Claimed, ClaimOutcome, ClaimRequest, Held, Revoked, Terminal
+from infra.claims import BatchClaims
 from infra.errors import CeleryLambdaError, MessageDecodeError, StoreError, UnknownTaskError
 from infra.gate import Delay, Expired, Run, aware, decide
 from infra.hooks import Hooks

@@ -16,7 +16,8 @@ import celery
 from celery.exceptions import Ignore, Reject
 
 from infra import aws
-from infra.claims import ClaimRequest, Held, Revoked, Terminal, store_for_app
+from infra.claim_requests import ClaimRequest, Held, Revoked, Terminal
+from infra.claims import store_for_app
 from infra.config import QUEUE_VISIBILITY_TIMEOUT
 from infra.ratelimit import MAX_SLEEP_SECONDS, RateLimiter, interval_of
 from infra.results import DynamoDBBackend

@@ -23,16 +23,8 @@ from celery import states
 from celery.result import AsyncResult
 
 from infra import aws
-from infra.claims import (
-    BatchClaims,
-    Claimed,
-    ClaimRequest,
-    ClaimStore,
-    Held,
-    Revoked,
-    Terminal,
-    store_for_app,
-)
+from infra.claim_requests import Claimed, ClaimRequest, Held, Revoked, Terminal
+from infra.claims import BatchClaims, ClaimStore, store_for_app
 from infra.errors import StoreError
 from infra.items import KIND_REVOCATION, revocation_key, task_key
 from infra.limits import DYNAMODB_MAX_TRANSACT_ITEMS

@@ -49,7 +49,8 @@ from celery._state import get_current_app
 from kombu import Queue
 
 from infra import aws, runtime
-from infra.claims import ClaimRequest, store_for_app
+from infra.claim_requests import ClaimRequest
+from infra.claims import store_for_app
 from infra.config import transport_options
 from infra.items import task_key
 from infra.local.cli import point_app_at

@@ -38,7 +38,8 @@ from kombu import Queue
 
 import infra
 from infra import aws, runtime
-from infra.claims import Claimed, ClaimRequest, ClaimStore, Held, store_for_app
+from infra.claim_requests import Claimed, ClaimRequest, Held
+from infra.claims import ClaimStore, store_for_app
 from infra.config import transport_options
 from infra.items import task_key
 from infra.local.consumer import ConsumeStats, consume, handler_from_source
