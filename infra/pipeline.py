@@ -13,23 +13,22 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from celery import states
 
-from infra import aws
 from infra.bodies import RecordBodies
 from infra.claim_requests import Claimed, ClaimOutcome, ClaimRequest, Held, Revoked, Terminal
 from infra.claims import BatchClaims
 from infra.errors import CeleryLambdaError, MessageDecodeError, StoreError, UnknownTaskError
 from infra.gate import Delay, Expired, Run, aware, decide
+from infra.handback import hand_back
 from infra.hooks import Hooks
 from infra.memory import MemoryGuard, budget_bytes
 from infra.observability import (
     METRIC_CLAIM_HELD,
     METRIC_DECODE_FAILED,
     METRIC_DEFERRED,
-    METRIC_DELAYED,
     METRIC_DUPLICATE,
     METRIC_EXPIRED,
     METRIC_MACHINERY_FAILED,
@@ -46,10 +45,9 @@ from infra.offload import PayloadMissing
 from infra.protocol import TaskMessage
 from infra.ratelimit import RateLimiter, interval_of
 from infra.record_metrics import note, note_outcome, note_received, note_start
-from infra.requeue import hold_request, is_fifo, resend_request
-from infra.result_batch import ResultBatch
 from infra.runner import Outcome, Runner
 from infra.settings import Settings
+from infra.settlement import Settlement
 from infra.timelimits import DeadlineReached
 
 __all__ = [
@@ -57,7 +55,6 @@ __all__ = [
     "Pipeline",
     "RecordClaimedElsewhere",
     "RecordDeferred",
-    "RecordHeld",
     "RecordRequeued",
     "record_log_keys",
 ]
@@ -70,10 +67,6 @@ MIN_RUN_SECONDS = 1.0
 
 class RecordDeferred(CeleryLambdaError):
     """The record was not run (or was interrupted) because the invocation is ending."""
-
-
-class RecordHeld(CeleryLambdaError):
-    """A FIFO record not yet due: kept invisible until its ETA (FIFO has no per-message delay)."""
 
 
 class RecordClaimedElsewhere(CeleryLambdaError):
@@ -123,6 +116,8 @@ class Pipeline:
     app: Any
     runner: Runner
     settings: Settings
+    outcomes: Settlement
+    """The batch's records and their outcomes, written together when it ends."""
     clock: Callable[[], datetime] = utcnow
     claims: BatchClaims | None = None
     """None: no claims (the app's result backend is not the results table)."""
@@ -131,19 +126,13 @@ class Pipeline:
     memory: MemoryGuard = field(default_factory=MemoryGuard)
     hooks: Hooks = field(default_factory=Hooks)
     """User components called around each record (:mod:`infra.hooks`)."""
-    results: ResultBatch | None = None
-    """Writes a batch's outcomes together (:mod:`infra.result_batch`); None: each at once."""
     _decoded: dict[str, TaskMessage] = field(default_factory=dict)
-    _message_ids: dict[str, str] = field(default_factory=dict)
-    """Task id → id of the record that ran it in this batch."""
-    _unsettled: list[tuple[str, Mapping[str, Any], Outcome]] = field(default_factory=list)
-    """Records whose outcome waits in ``results``: their offloaded bodies are kept until then."""
 
     def prepare(self, records: Sequence[Mapping[str, Any]], context: Any) -> None:
         """Decode the batch and claim its runnable tasks in one request, before processing."""
         self.memory.recycle_if_still_over(context)
         self._decoded.clear()
-        self._open_results(records)
+        self.outcomes.open(records)
         if self.claims is None:
             return
         now = self.clock()
@@ -159,37 +148,9 @@ class Pipeline:
         if items:
             self.claims.prepare(items, _owner(context), _lease_until(context))
 
-    def _open_results(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Defer this batch's SUCCESS/FAILURE writes to ``results`` (not on FIFO queues)."""
-        self._message_ids.clear()
-        self._unsettled.clear()
-        if self.results is not None:
-            fifo = bool(records) and is_fifo(records[0])
-            self.app.backend.defer_to(None if fifo else self.results)
-
     def settle(self) -> list[str]:
-        """Write the batch's deferred outcomes; the ids of records whose outcome was not stored.
-
-        Those records go back to SQS (their tasks ran; the claim's lease keeps a redelivery from
-        running again until it ends). The offloaded bodies of the others are deleted now.
-        """
-        if self.results is None:
-            return []
-        self.app.backend.defer_to(None)
-        failed = self.results.flush()
-        unstored = []
-        for task_id, reason in failed.items():
-            metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
-            logger.error("task outcome not stored: record back to SQS", task_id=task_id, why=reason)
-            if task_id in self._message_ids:
-                unstored.append(self._message_ids[task_id])
-        bodies = RecordBodies(self.settings)
-        for task_id, record, outcome in self._unsettled:
-            if task_id not in failed:
-                bodies.settled(record, outcome)
-        self._message_ids.clear()
-        self._unsettled.clear()
-        return unstored
+        """Write the batch's deferred outcomes; the ids of records whose outcome was not stored."""
+        return self.outcomes.settle()
 
     def _quiet_decode(self, record: Mapping[str, Any]) -> TaskMessage | None:
         """Decode for the batch claim; errors are reported when the record is processed."""
@@ -225,10 +186,7 @@ class Pipeline:
             note_received(message, record)
             self.hooks.call("before_task", message, record)
             outcome = self._gate_and_run(message, record, context)
-            if self.results is not None and self.results.state_of(message.task_id):
-                self._unsettled.append((message.task_id, record, outcome))
-            else:
-                RecordBodies(self.settings).settled(record, outcome)
+            self.outcomes.finished(message.task_id, record, outcome)
             self.hooks.call("on_outcome", message, outcome)
             return outcome
         except CeleryLambdaError:
@@ -298,35 +256,17 @@ class Pipeline:
         if isinstance(verdict, Delay):
             eta = aware(message.eta, self.app.timezone)
             assert eta is not None  # a Delay verdict has an ETA
-            if is_fifo(record):
-                self._hold(message, record, (eta - now).total_seconds(), "task not yet due")
-            self._redelay(message, record, verdict.seconds, "task not yet due")
+            wait = (eta - now).total_seconds()
+            hand_back(
+                message,
+                record,
+                verdict.seconds,
+                "task not yet due",
+                self.settings,
+                hold_seconds=wait,
+            )
             return Outcome(states.PENDING, 0.0)
         return self._run(message, record, context)
-
-    def _hold(
-        self, message: TaskMessage, record: Mapping[str, Any], seconds: float, why: str
-    ) -> NoReturn:
-        """Keep a FIFO record invisible for ``seconds`` and report it (keeping the group's order).
-
-        FIFO queues take no per-message delay, and re-sending would reorder the group. Each hold
-        is one more receive, so a wait longer than the queue's ``maxReceiveCount`` times twelve
-        hours ends in the DLQ.
-        """
-        request = hold_request(record, seconds, time.time(), self.settings)
-        aws.client("sqs", self.settings).change_message_visibility(**request)
-        note(message, METRIC_DELAYED)
-        logger.info(f"FIFO {why}: held invisible", hold_seconds=request["VisibilityTimeout"])
-        raise RecordHeld(f"FIFO record held for {request['VisibilityTimeout']}s: {why}")
-
-    def _redelay(
-        self, message: TaskMessage, record: Mapping[str, Any], seconds: float, why: str
-    ) -> None:
-        """Send the same body again, invisible for ``seconds``; the original is then acked."""
-        request = resend_request(record, seconds, self.settings)
-        aws.client("sqs", self.settings).send_message(**request)
-        note(message, METRIC_DELAYED)
-        logger.info(f"{why}: re-sent with a delay", delay_seconds=request["DelaySeconds"])
 
     def _claim(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> ClaimOutcome:
         if self.claims is None:
@@ -344,7 +284,7 @@ class Pipeline:
         self, message: TaskMessage, record: Mapping[str, Any], context: Any
     ) -> Outcome | None:
         """None when this consumer may run the task; otherwise how the record was settled."""
-        waiting = self.results.state_of(message.task_id) if self.results is not None else None
+        waiting = self.outcomes.pending(message.task_id)
         if waiting is not None:  # ran earlier in this batch; its outcome is not written yet
             note(message, METRIC_DUPLICATE)
             logger.info("task already finished: acked without running", state=waiting)
@@ -385,9 +325,7 @@ class Pipeline:
         if wait == 0.0:
             return True
         note(message, METRIC_RATE_LIMITED)
-        if is_fifo(record):
-            self._hold(message, record, wait, "task over its rate limit")
-        self._redelay(message, record, wait, "task over its rate limit")
+        hand_back(message, record, wait, "task over its rate limit", self.settings)
         return False
 
     def _run(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> Outcome:
@@ -397,7 +335,7 @@ class Pipeline:
         if settled is not None:
             return settled
         note_start(message, record, self.app.timezone)
-        self._message_ids[message.task_id] = record["messageId"]
+        self.outcomes.started(message.task_id, record["messageId"])
         before = self.memory.measure()
         try:
             with tracer.provider.in_subsegment(f"## {message.task_name}"):

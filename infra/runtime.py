@@ -28,6 +28,7 @@ from infra.result_batch import ResultBatch
 from infra.results import DynamoDBBackend
 from infra.runner import Runner
 from infra.settings import Settings
+from infra.settlement import Settlement
 
 __all__ = ["load_app", "pipeline", "prepare_batch", "settle_batch", "with_failures"]
 
@@ -67,7 +68,7 @@ def pipeline() -> Pipeline:
         claims=batch_claims(app),
         limiter=rate_limiter(app),
         hooks=Hooks.of(app),
-        results=result_batch(app, settings),
+        outcomes=Settlement(app, settings, result_batch(app, settings)),
     )
 
 
