@@ -60,8 +60,8 @@ LAMBDA = "publish-lambda"
 """Consumed by the Lambda path."""
 FIFO = "publish.fifo"
 """A FIFO queue consumed by the Lambda path."""
-DELAYED_VISIBILITY = 4
-COUNTDOWN = 12
+DELAYED_VISIBILITY = 6
+COUNTDOWN = 15
 LARGE_CHARS = 2_000_000
 """A ~2 MB argument: over SQS's 1 MiB message limit, so it must travel through S3."""
 GROUP_SIZE = 100
