@@ -35,7 +35,7 @@ from infra.claim_requests import (
     claim_update,
     marker_check,
 )
-from infra.errors import StoreError
+from infra.errors import StoreError, store_errors
 from infra.items import KIND_REVOCATION, revocation_key
 
 __all__ = ["BatchClaims", "ClaimStore", "store_for_app"]
@@ -141,22 +141,18 @@ class ClaimStore:
             }
             if self.ttl_seconds:
                 item["ttl"] = {"N": str(int(now + self.ttl_seconds))}
-            try:
+            with store_errors(f"recording the revocation of {id_}"):
                 self.client.put_item(TableName=self.table, Item=item)
-            except (ClientError, BotoCoreError) as exc:
-                raise StoreError(f"recording the revocation of {id_} failed: {exc}") from exc
 
     def is_revoked(self, ids: Iterable[str]) -> str | None:
         """The first of ``ids`` with a revocation marker, if any (one BatchGetItem)."""
         keys = [{"id": {"S": revocation_key(i)}} for i in dict.fromkeys(i for i in ids if i)]
         if not keys:
             return None
-        try:
+        with store_errors("reading revocations"):
             found = self.client.batch_get_item(
                 RequestItems={self.table: {"Keys": keys, "ProjectionExpression": "task_id"}}
             )["Responses"].get(self.table, [])
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"reading revocations failed: {exc}") from exc
         return str(found[0]["task_id"]["S"]) if found else None
 
 
