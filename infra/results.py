@@ -20,6 +20,8 @@ What differs from the stock backend, and why:
 - status, task name, queue, ids, retries, consumer and dates are top-level attributes, indexed by
   the template (:data:`infra.items.INDEX_BY_STATUS` and friends);
 - ``mget`` (``get_many``, ``GroupResult.get``, chord joins) is one BatchGetItem per 100 keys;
+  a native join waits for the members of nested groups within its own timeout (Celery's waits
+  for them with none, which can wedge a worker inside a chord join);
 - an encoded meta too large for an item goes to the results bucket; the item's ``result`` then
   holds a small meta with the same status whose value is a pointer (what a stock reader sees),
   which this backend follows transparently;
@@ -32,11 +34,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery.backends.dynamodb import DynamoDBBackend as _StockDynamoDBBackend
+from celery.result import ResultSet
 
 from infra import aws
 from infra.errors import ConfigurationError, StoreError, store_errors
@@ -72,6 +75,17 @@ def _text(value: str | bytes) -> str:
 
 def _bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
+
+
+def _leaf_ids(results: Sequence[Any]) -> set[str]:
+    """The task ids at the leaves of nested result sets."""
+    ids: set[str] = set()
+    for result in results:
+        if isinstance(result, ResultSet):
+            ids |= _leaf_ids(result.results)
+        else:
+            ids.add(result.id)
+    return ids
 
 
 def _split_s3_uri(uri: str) -> tuple[str, str]:
@@ -271,6 +285,51 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         names = [str(key) for key in keys]
         found = batch_get(self.client, self.table_name, names, sleep=self.sleep)
         return [found.get(name) for name in names]
+
+    def iter_native(
+        self,
+        result: ResultSet,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_message: Callable[[Any], None] | None = None,
+        on_interval: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """Celery's native join iterator, with nested groups waited for under ``timeout`` too.
+
+        Celery's version yields a nested group at once, and ``ResultSet.join_native`` then calls
+        ``get()`` on each of its members with no timeout. In a chord join that fired early
+        (Celery counts a header ending in a group short), the only pool process then waits for
+        ever on a member queued behind it in the same worker, and the worker completes nothing
+        again. Here every leaf of the tree is fetched in one bounded ``get_many`` loop first
+        (``result_chord_join_timeout`` in a chord) and handed to the nested members, whose
+        ``get()`` then returns at once.
+
+        Raises:
+            celery.exceptions.TimeoutError: a leaf was not ready within ``timeout``.
+        """
+        self._ensure_not_eager()
+        members = result.results
+        direct = {r.id for r in members if not isinstance(r, ResultSet)}
+        nested = [r for r in members if isinstance(r, ResultSet)]
+        ready: dict[str, Any] = {}
+        for task_id, meta in self.get_many(
+            direct | _leaf_ids(nested),
+            timeout=timeout,
+            interval=interval,
+            no_ack=no_ack,
+            on_message=on_message,
+            on_interval=on_interval,
+        ):
+            if task_id in direct:
+                yield task_id, meta
+            else:
+                ready[task_id] = meta
+        for group_result in nested:
+            for member in group_result.results:
+                if member.id in ready and not isinstance(member, ResultSet):
+                    member._maybe_set_cache(ready[member.id])  # its get() reads no item again
+            yield group_result.id, group_result.results
 
     def decode_result(self, payload: Any) -> dict[str, Any]:
         """Decode a stored meta, fetching the full one from S3 when the item holds a pointer."""

@@ -7,6 +7,7 @@ botocore event hooks on the shared clients the backend uses.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from celery import Celery, states
 from celery.app.task import Context
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult, GroupResult
 
 from infra import aws
@@ -495,6 +497,50 @@ def test_group_result_get_is_a_batch_read(
 
     assert group.get(timeout=1) == [0, 1, 4, 9, 16]
     assert calls == ["dynamodb:BatchGetItem"]
+
+
+def nested_group(results_app: Celery, ids: Sequence[str]) -> GroupResult:
+    """``[ids[0], [ids[1], ids[2], ...]]``: a header ending in a group, as a chord restores it."""
+    inner = results_app.GroupResult(new_id(), [results_app.AsyncResult(t) for t in ids[1:]])
+    return results_app.GroupResult(new_id(), [results_app.AsyncResult(ids[0]), inner])
+
+
+def test_a_native_join_reads_nested_groups_in_one_batch_read(
+    results_app: Celery, backend: DynamoDBBackend, calls: list[str]
+) -> None:
+    ids = [new_id() for _ in range(3)]
+    for i, task_id in enumerate(ids):
+        backend.store_result(task_id, i + 1, states.SUCCESS)
+    group = nested_group(results_app, ids)
+    calls.clear()
+
+    assert group.join_native(timeout=1) == [1, [2, 3]]
+    assert calls == ["dynamodb:BatchGetItem"]
+
+
+def test_a_native_join_waits_for_nested_members_within_its_timeout(
+    results_app: Celery, backend: DynamoDBBackend
+) -> None:
+    """Celery's own join waits for a nested group's members with no timeout: a chord join that
+    fired early then wedged the worker's only process for ever (issue 17)."""
+    ids = [new_id() for _ in range(3)]
+    for task_id in ids[:2]:
+        backend.store_result(task_id, 1, states.SUCCESS)  # ids[2] never finishes
+    group = nested_group(results_app, ids)
+    outcome: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            group.join_native(timeout=0.5, interval=0.1)
+        except BaseException as exc:  # noqa: BLE001 - the outcome under test
+            outcome.append(exc)
+
+    joiner = threading.Thread(target=join, daemon=True)
+    joiner.start()
+    joiner.join(timeout=10)
+
+    assert not joiner.is_alive(), "the join did not return: it waits without a timeout"
+    assert [type(exc) for exc in outcome] == [CeleryTimeoutError]
 
 
 def test_group_results_and_chord_counters_still_use_plain_items(
