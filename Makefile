@@ -32,21 +32,21 @@ bench-publish: $(STAMP)
 	$(BIN)/celery -A tasks lambda bench-publish
 
 events: $(STAMP)
-	$(BIN)/python -m infra.local.events
+	$(BIN)/python -m devtools.events
 
 # LocalStack (SQS, S3) and DynamoDB Local without Docker, for `--target localstack`: installed into
 # .localstack/ on first use (needs Python >= 3.13, npm and Java 17), then started on 4566 and 8000
 # until Ctrl-C. The tests start their own on free ports.
 .PHONY: localstack localstack-install
 localstack: $(STAMP)
-	$(BIN)/python -m infra.local.localstack
+	$(BIN)/python -m devtools.cloud.localstack
 
 localstack-install: $(STAMP)
-	$(BIN)/python -m infra.local.localstack install
+	$(BIN)/python -m devtools.cloud.localstack install
 
 # checkov pins packages that clash with Celery's and boto3's, so it gets a virtualenv of its own,
 # installed once (the stamp names the version: a bump reinstalls). `make test` needs it for
-# tests/unit/test_checkov.py; `make checkov` prints its report on template.yaml.
+# tests/unit/devtools/test_checkov.py; `make checkov` prints its report on template.yaml.
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := .tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
@@ -60,10 +60,10 @@ $(CHECKOV_STAMP): constraints-checkov.txt
 checkov-install: $(CHECKOV_STAMP)
 
 checkov: $(STAMP) $(CHECKOV_STAMP)
-	$(BIN)/python -m infra.local.checkov
+	$(BIN)/python -m devtools.checks.checkov
 
 # SAM CLI pins exact boto3 and click versions (Celery needs a newer click), so it gets a virtualenv
-# of its own too, installed the same way. `make test` needs it for tests/unit/test_sam.py
+# of its own too, installed the same way. `make test` needs it for tests/unit/devtools/test_sam.py
 # (`sam validate --lint`) and tests/integration/test_build.py (a real `sam build`);
 # `make sam-validate` lints template.yaml offline.
 SAM_VERSION := 1.170.0
@@ -79,7 +79,7 @@ $(SAM_STAMP): constraints-sam.txt
 sam-install: $(SAM_STAMP)
 
 sam-validate: $(STAMP) $(SAM_STAMP)
-	$(BIN)/python -m infra.local.sam validate
+	$(BIN)/python -m devtools.checks.sam validate
 
 # What `make test` installs is four independent pieces (the project's .venv, then LocalStack and
 # DynamoDB Local through it; checkov's and SAM CLI's virtualenvs), mostly downloads and unpacking,
@@ -89,13 +89,12 @@ tools-install:
 	$(MAKE) --no-print-directory -j3 localstack-install $(CHECKOV_STAMP) $(SAM_STAMP)
 
 # `sam build` (BuildMethod: makefile) calls these with ARTIFACTS_DIR: the handlers, the app and
-# the engine room without infra/local, and the runtime dependencies as Lambda's Python 3.12 on
-# x86_64 needs them (wheels only, whatever Python runs the build).
+# the engine (the tooling is not in it: it lives in devtools/), and the runtime dependencies as
+# Lambda's Python 3.12 on x86_64 needs them (wheels only, whatever Python runs the build).
 LAMBDA_PIP := --only-binary=:all: --platform manylinux2014_x86_64 --implementation cp --python-version 3.12
 build-WorkerFunction build-BeatFunction:
 	mkdir -p "$(ARTIFACTS_DIR)"
 	cp -R handlers tasks infra "$(ARTIFACTS_DIR)/"
-	rm -rf "$(ARTIFACTS_DIR)/infra/local"
 	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
 	$(PYTHON) -m pip install -q --no-compile --target "$(ARTIFACTS_DIR)" $(LAMBDA_PIP) -c constraints.txt -r requirements-lambda.txt
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.beat_runtime import run_tick
-from infra.observability import logger, metrics
+from infra.beat.runtime import run_tick
+from infra.core.observability import logger, metrics
 
 
 @logger.inject_lambda_context(clear_state=True)

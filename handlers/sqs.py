@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from infra.observability import logger, metrics, task_metrics
-from infra.pipeline import record_log_keys
-from infra.runtime import prepare_batch, record_pipeline, settle_batch, with_failures
+from infra.consumer.pipeline import record_log_keys
+from infra.consumer.runtime import prepare_batch, record_pipeline, settle_batch, with_failures
+from infra.core.observability import logger, metrics, task_metrics
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 fifo_processor = SqsFifoPartialProcessor(skip_group_on_error=True)

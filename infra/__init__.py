@@ -1,4 +1,18 @@
-"""celery-lambda's engine room, shared by the Lambda handler and ``celery worker``."""
+"""celery-lambda's engine, shared by the Lambda handlers and ``celery worker``.
+
+Sub-packages follow the flow, and each imports only those to its left::
+
+    core  <-  wire  <-  store  <-  consumer | producer | worker | beat  <-  install, handlers/
+
+- :mod:`infra.core`: settings, errors, limits, AWS clients, observability vocabulary, hooks;
+- :mod:`infra.wire`: the SQS message, decoded and encoded (pure), offloaded bodies;
+- :mod:`infra.store`: results, claims, revocations and rate-limit turns in DynamoDB/S3;
+- :mod:`infra.consumer`: the Lambda path's pipeline; :mod:`infra.producer`: publishing;
+  :mod:`infra.worker`: the worker path; :mod:`infra.beat`: scheduled ticks;
+- :mod:`infra.install`: ``configure(app)``, which wires them into a Celery app.
+
+Nothing here imports the tooling (``devtools``), the example app (``tasks``) or tests.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +21,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["configure"]
+__all__ = [
+    "beat",
+    "configure",
+    "consumer",
+    "core",
+    "install",
+    "producer",
+    "store",
+    "wire",
+    "worker",
+]
 
 
 def configure(app: Celery) -> Celery:

@@ -2,11 +2,11 @@
 
 One call, for ``tasks.app`` or any other app, before it publishes:
 
-- ``broker_transport`` = :mod:`infra.transport` (native delays, FIFO ids, large bodies in S3,
-  clear unknown-queue errors, batched group publishing);
-- ``app.control.revoke`` records revocations in the results table (:mod:`infra.revoke`);
-- a group's tasks are published inside one :func:`infra.transport.batched` block;
-- a worker writes the Lambda path's metrics (EMF) and outcome lines (:mod:`infra.worker_signals`).
+- ``broker_transport`` = :mod:`infra.producer.transport` (native delays, FIFO ids, large bodies in
+  S3, clear unknown-queue errors, batched group publishing);
+- ``app.control.revoke`` records revocations in the results table (:mod:`infra.store.revoke`);
+- a group's tasks are published inside one :func:`infra.producer.transport.batched` block;
+- a worker writes the Lambda path's metrics (EMF) and outcome lines (:mod:`infra.worker.signals`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 from celery import Celery, signals
 from celery.canvas import group
 
-from infra import revoke
-from infra.transport import TRANSPORT, batched
+from infra.producer.transport import TRANSPORT, batched
+from infra.store import revoke
 
 __all__ = ["configure"]
 
@@ -38,8 +38,8 @@ def configure(app: Celery) -> Celery:
 
 
 def _install_worker_metrics(**_: Any) -> None:
-    """At worker start (before the pool forks): the signal handlers of infra.worker_signals."""
-    from infra import worker_signals
+    """At worker start (before the pool forks): the signal handlers of infra.worker.signals."""
+    from infra.worker import signals as worker_signals  # workers only: producers skip Powertools
 
     worker_signals.install()
 

@@ -1,7 +1,7 @@
 """Celery configuration for ``tasks.app``, loaded with ``app.config_from_object``.
 
 Values come from the environment (see the configuration table in the README) through
-:class:`infra.settings.Settings`. Check it the way the brief recommends::
+:class:`infra.core.settings.Settings`. Check it the way the brief recommends::
 
     python -m tasks.celeryconfig
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from kombu.entity import Queue
 
-from infra.config import transport_options
-from infra.settings import Settings
+from infra.core.config import transport_options
+from infra.core.settings import Settings
 
 _settings = Settings.from_env()
 
@@ -22,7 +22,7 @@ broker_connection_retry_on_startup = True
 broker_transport_options = transport_options(_settings)
 
 # Results: Celery's DynamoDB item format in the template's table, no runtime provisioning.
-result_backend = "infra.results:DynamoDBBackend"
+result_backend = "infra.store.results:DynamoDBBackend"
 result_expires = 24 * 60 * 60
 
 # JSON only: pickle is never accepted from the queue.
@@ -42,15 +42,16 @@ task_queues = (Queue("celery"), Queue("high-priority"), Queue("low-priority"))
 task_routes = {"tasks.upload_files": {"queue": "low-priority"}}
 task_annotations = {"create_new_user": {"rate_limit": "10/s"}}
 # rate_limit is enforced across every worker and Lambda invocation through the results table
-# (infra.ratelimit); the worker's own per-process bucket would only add a second, local delay.
+# (infra.store.ratelimit); the worker's own per-process bucket would only add a second, local delay.
 worker_disable_rate_limits = True
 
-# User components of the Lambda path (infra.hooks): here, the tenant header in every log line.
+# User components of the Lambda path (infra.core.hooks): here, the tenant header in every log line.
 celery_lambda_hooks = ["tasks.hooks:TenantLogKeys"]
 
 # Resource protection on workers: replace a pool child after N tasks or once it holds too much
 # memory (CELERY_WORKER_MAX_TASKS_PER_CHILD, CELERY_WORKER_MAX_MEMORY_PER_CHILD in KiB; 0 = off).
-# The Lambda path has its own guard (infra.memory), derived from the function's memory size.
+# The Lambda path has its own guard (infra.consumer.memory), derived from the function's memory
+# size.
 worker_max_tasks_per_child = _settings.worker_max_tasks_per_child or None
 worker_max_memory_per_child = _settings.worker_max_memory_per_child or None
 

@@ -13,9 +13,9 @@ import celery
 from botocore.exceptions import ClientError
 from celery.result import AsyncResult
 
-from infra import aws
-from infra.settings import Settings
-from infra.worker import ClaimingTask
+from infra.core import aws
+from infra.core.settings import Settings
+from infra.worker.task import ClaimingTask
 from tasks.application import app
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from infra.hooks import RecordHook
-from infra.observability import logger
+from infra.core.hooks import RecordHook
+from infra.core.observability import logger
 
 
 class TenantLogKeys(RecordHook):

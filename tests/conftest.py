@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra.local.cli import deployment_with_credentials, local_cloud, point_app_at
-from infra.local.deploy import Deployment, deploy
-from infra.local.emulator import LOCAL_CREDENTIALS
-from infra.local.localstack import LocalStack
-from infra.settings import Settings
+from devtools.cli import deployment_with_credentials, local_cloud, point_app_at
+from devtools.cloud.deploy import Deployment, deploy
+from devtools.cloud.emulator import LOCAL_CREDENTIALS
+from devtools.cloud.localstack import LocalStack
+from infra.core.settings import Settings
 
 
 @pytest.fixture(scope="session")

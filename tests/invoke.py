@@ -8,10 +8,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from devtools.cloud.deploy import EventSource
+from devtools.cloud.lambda_events import LambdaContext, build_event, delete_requests, make_context
 from handlers.sqs import handler
-from infra import aws
-from infra.local.deploy import EventSource
-from infra.local.lambda_events import LambdaContext, build_event, delete_requests, make_context
+from infra.core import aws
 
 __all__ = ["context_with", "invoke"]
 

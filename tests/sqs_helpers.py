@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infra import aws
+from infra.core import aws
 
 __all__ = ["TestQueue", "counts", "queue_arn", "queue_with_dlq", "receive"]
 

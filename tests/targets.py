@@ -9,9 +9,10 @@ from contextlib import contextmanager
 from celery import Celery
 
 import tasks
-from infra import aws, runtime
-from infra.local.cli import point_app_at
-from infra.local.deploy import Deployment
+from devtools.cli import point_app_at
+from devtools.cloud.deploy import Deployment
+from infra.consumer import runtime
+from infra.core import aws
 
 __all__ = ["TARGETS", "pointed_at"]
 

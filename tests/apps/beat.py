@@ -1,6 +1,6 @@
 """A test-only Celery app for the scheduled tick: the tests set its ``beat_schedule`` and queues.
 
-Configured from ``tasks/celeryconfig.py`` like ``tasks.app``; ``tests/functional/test_beat.py``
+Configured from ``tasks/celeryconfig.py`` like ``tasks.app``; ``tests/functional/beat/test_beat.py``
 points it at the local cloud and at queues of its own, and serves it through ``handlers.beat``
 with ``CELERY_APP=tests.apps.beat:app``.
 """
@@ -13,7 +13,7 @@ from celery import Celery
 
 import infra
 
-app = Celery("beat-probe", set_as_current=False, task_cls="infra.worker:ClaimingTask")
+app = Celery("beat-probe", set_as_current=False, task_cls="infra.worker.task:ClaimingTask")
 app.config_from_object("tasks.celeryconfig")
 infra.configure(app)
 

@@ -24,9 +24,9 @@ from celery import Celery
 from kombu import Queue
 
 import infra
-from infra import aws
-from infra.config import transport_options
-from infra.settings import Settings
+from infra.core import aws
+from infra.core.config import transport_options
+from infra.core.settings import Settings
 from tests.apps.probe import record_call
 
 __all__ = [

@@ -17,11 +17,11 @@ from celery import Celery
 from celery.exceptions import Reject
 
 import infra
-from infra import aws
-from infra.settings import Settings
+from infra.core import aws
+from infra.core.settings import Settings
 
 # As tasks.app: a worker serving this app claims task ids and paces rate limits (ClaimingTask).
-app = Celery("probe", set_as_current=False, task_cls="infra.worker:ClaimingTask")
+app = Celery("probe", set_as_current=False, task_cls="infra.worker.task:ClaimingTask")
 app.config_from_object("tasks.celeryconfig")
 infra.configure(app)
 

@@ -23,9 +23,9 @@ from celery.utils.time import maybe_iso8601
 from kombu import Queue
 
 import infra
-from infra import aws
-from infra.config import transport_options
-from infra.settings import Settings
+from infra.core import aws
+from infra.core.config import transport_options
+from infra.core.settings import Settings
 
 __all__ = ["QUEUE", "QUEUE_URL_VARIABLE", "app", "configure", "marker_id"]
 
@@ -52,7 +52,7 @@ def configure(celery_app: Celery, env: Mapping[str, str] | None = None) -> None:
 
 
 # As tasks/application.py: workers claim each task id (like the Lambda path), revoke uses markers.
-app = Celery("scenarios", task_cls="infra.worker:ClaimingTask")
+app = Celery("scenarios", task_cls="infra.worker.task:ClaimingTask")
 app.config_from_object("tasks.celeryconfig")
 configure(app)
 infra.configure(app)

@@ -13,7 +13,7 @@ from celery import Celery
 import infra
 from tests.apps.probe import record_call
 
-app = Celery("signed", set_as_current=False, task_cls="infra.worker:ClaimingTask")
+app = Celery("signed", set_as_current=False, task_cls="infra.worker.task:ClaimingTask")
 app.config_from_object("tasks.celeryconfig")
 infra.configure(app)
 app.conf.update(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.deploy import Deployment
+from devtools.cloud.deploy import Deployment
 from tests.workers import celery_worker
 
 

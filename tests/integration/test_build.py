@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.local import sam
-from infra.local.template import load_template
+from devtools.checks import sam
+from devtools.cloud.template import load_template
 from tests.workers import ROOT
 
 FUNCTIONS = ("WorkerFunction", "BeatFunction")
@@ -105,8 +105,8 @@ def test_the_package_loads_the_app_under_python_312_alone(built: Built, function
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import handlers.sqs, handlers.beat;"
-        "from infra import runtime; from infra.settings import Settings;"
-        "app = runtime.load_app(Settings.from_env());"
+        "from infra import runtime; from infra.core.settings import Settings;"
+        "app = load_app(Settings.from_env());"
         "print(sorted(n for n in app.tasks if n.startswith('tasks.')))"
     )
     env = {"AWS_DEFAULT_REGION": "us-east-1", "CELERY_APP": "tasks:app", "PATH": os.environ["PATH"]}

@@ -32,13 +32,13 @@ from celery import chain, chord, group
 from celery._state import get_current_app
 from celery.result import AsyncResult, GroupResult
 
-from infra import aws
-from infra.config import QUEUE_VISIBILITY_TIMEOUT
-from infra.local.cli import point_app_at
-from infra.local.consumer import ConsumeStats, EventSourcePoller, Handler
-from infra.local.deploy import Deployment, EventSource
-from infra.observability import logger as lambda_logger
-from infra.runtime import pipeline
+from devtools.cli import point_app_at
+from devtools.cloud.deploy import Deployment, EventSource
+from devtools.cloud.event_source import ConsumeStats, EventSourcePoller, Handler
+from infra.consumer.runtime import pipeline
+from infra.core import aws
+from infra.core.config import QUEUE_VISIBILITY_TIMEOUT
+from infra.core.observability import logger as lambda_logger
 from tests.apps import scenarios as sc
 from tests.sqs_helpers import queue_with_dlq
 from tests.workers import celery_worker

@@ -48,22 +48,23 @@ from celery import Celery, chain, group, states
 from celery._state import get_current_app
 from kombu import Queue
 
-from infra import aws, runtime
-from infra.claim_requests import ClaimRequest
-from infra.claims import store_for_app
-from infra.config import transport_options
-from infra.items import task_key
-from infra.local.cli import point_app_at
-from infra.local.consumer import (
+from devtools.cli import point_app_at
+from devtools.cloud.deploy import Deployment, EventSource
+from devtools.cloud.event_source import (
     ConsumeStats,
     consume,
     handler_from_source,
 )
-from infra.local.deploy import Deployment, EventSource
-from infra.pipeline import SAFETY_MARGIN_SECONDS
-from infra.result_requests import batch_get
-from infra.revoke import revoke
-from infra.settings import Settings
+from infra.consumer import runtime
+from infra.consumer.pipeline import SAFETY_MARGIN_SECONDS
+from infra.core import aws
+from infra.core.config import transport_options
+from infra.core.settings import Settings
+from infra.store.claim_requests import ClaimRequest
+from infra.store.claims import store_for_app
+from infra.store.items import task_key
+from infra.store.result_requests import batch_get
+from infra.store.revoke import revoke
 from tests.apps import probe
 from tests.invoke import context_with, invoke
 from tests.sqs_helpers import counts, receive
@@ -120,7 +121,7 @@ def configure(celery_app: Celery, env: Mapping[str, str] | None = None) -> None:
     )
 
 
-app = Celery("guarantees", task_cls="infra.worker:ClaimingTask", set_as_current=False)
+app = Celery("guarantees", task_cls="infra.worker.task:ClaimingTask", set_as_current=False)
 app.config_from_object("tasks.celeryconfig")
 configure(app)
 
@@ -665,8 +666,8 @@ def test_an_early_chord_join_is_bounded_on_the_lambda_path(queues: Queues) -> No
 
 RUNNER = """
 import dataclasses, json, sys
-from infra.local.consumer import consume, handler_from_source
-from infra.local.deploy import EventSource
+from devtools.cloud.event_source import consume, handler_from_source
+from devtools.cloud.deploy import EventSource
 source = EventSource(**json.loads(sys.argv[1]))
 stats = consume(
     [source], handler_from_source, concurrency=int(sys.argv[2]),

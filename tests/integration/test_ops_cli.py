@@ -34,13 +34,14 @@ from celery.exceptions import Reject
 from click.testing import CliRunner, Result
 from kombu import Queue
 
-from infra import aws, runtime
-from infra.config import transport_options
-from infra.items import task_key
-from infra.local.cli import lambda_, point_app_at
-from infra.local.consumer import consume, handler_from_source
-from infra.local.deploy import Deployment, EventSource
-from infra.settings import Settings
+from devtools.cli import lambda_, point_app_at
+from devtools.cloud.deploy import Deployment, EventSource
+from devtools.cloud.event_source import consume, handler_from_source
+from infra.consumer import runtime
+from infra.core import aws
+from infra.core.config import transport_options
+from infra.core.settings import Settings
+from infra.store.items import task_key
 from tests.apps import probe
 from tests.sqs_helpers import counts, queue_with_dlq
 from tests.workers import ROOT
@@ -56,7 +57,7 @@ MAX_RECEIVE_COUNT = 2
 FUNCTION_TIMEOUT = 10
 """Also how long a claim lasts: a rejected poison's claim holds its task id this long."""
 
-app = Celery("ops", task_cls="infra.worker:ClaimingTask", set_as_current=False)
+app = Celery("ops", task_cls="infra.worker.task:ClaimingTask", set_as_current=False)
 app.config_from_object("tasks.celeryconfig")
 
 

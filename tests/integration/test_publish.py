@@ -2,7 +2,7 @@
 
 The proof of issue 5 against the local cloud. Tasks of ``tests.apps.plain`` (Celery's plain task
 base: no claims, so a worker runs every delivery it is handed) are published by this process
-through ``infra.transport`` to queues of this module's own, and consumed three ways:
+through ``infra.producer.transport`` to queues of this module's own, and consumed three ways:
 
 - a stock ``celery worker`` left on kombu's own SQS transport (``PLAIN_STOCK_TRANSPORT``): what it
   runs once, SQS delivered once;
@@ -32,15 +32,15 @@ from celery import group
 from celery._state import get_current_app
 
 import tasks
-from infra import aws
-from infra.errors import UnknownQueueError
-from infra.local.cli import point_app_at
-from infra.local.consumer import ConsumeStats, consume, handler_from_source
-from infra.local.deploy import Deployment, EventSource
-from infra.local.emulator import request_counts
-from infra.offload import SIZE_ATTRIBUTE, parse_pointer
-from infra.runtime import pipeline
-from infra.settings import Settings
+from devtools.cli import point_app_at
+from devtools.cloud.deploy import Deployment, EventSource
+from devtools.cloud.emulator import request_counts
+from devtools.cloud.event_source import ConsumeStats, consume, handler_from_source
+from infra.consumer.runtime import pipeline
+from infra.core import aws
+from infra.core.errors import UnknownQueueError
+from infra.core.settings import Settings
+from infra.wire.offload import SIZE_ATTRIBUTE, parse_pointer
 from tests.apps import plain, probe
 from tests.invoke import invoke
 from tests.sqs_helpers import TestQueue, counts, queue_with_dlq, receive

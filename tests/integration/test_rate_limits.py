@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from celery import group
 
-from infra import aws
-from infra.local.cli import point_app_at
-from infra.local.consumer import consume, handler_from_source
-from infra.local.deploy import Deployment, EventSource
-from infra.ratelimit import rate_key
-from infra.settings import Settings
+from devtools.cli import point_app_at
+from devtools.cloud.deploy import Deployment, EventSource
+from devtools.cloud.event_source import consume, handler_from_source
+from infra.core import aws
+from infra.core.settings import Settings
+from infra.store.ratelimit import rate_key
 from tests.apps import probe
 from tests.sqs_helpers import counts, queue_with_dlq
 from tests.workers import celery_worker

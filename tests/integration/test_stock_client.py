@@ -2,7 +2,7 @@
 
 The reader runs in a subprocess that imports nothing but Celery (it checks ``sys.modules``) and
 uses Celery's own ``dynamodb://`` backend on the template's results table. The states are written
-two ways: straight through ``infra.results.DynamoDBBackend`` (``store_result``,
+two ways: straight through ``infra.store.results.DynamoDBBackend`` (``store_result``,
 ``mark_as_failure``, ``mark_as_revoked``, ...) and by real tasks of this module's app, published
 with ``apply_async``, received from SQS and run by ``handlers.sqs.handler`` as the event source
 mapping would invoke it.
@@ -25,13 +25,14 @@ from celery import Celery, states
 from celery._state import get_current_app
 from celery.app.task import Context
 
+from devtools.cli import point_app_at
+from devtools.cloud.deploy import Deployment, EventSource
+from devtools.cloud.event_source import build_event, delete_requests, make_context
 from handlers.sqs import handler
-from infra import aws, runtime
-from infra.local.cli import point_app_at
-from infra.local.consumer import build_event, delete_requests, make_context
-from infra.local.deploy import Deployment, EventSource
-from infra.result_requests import POINTER_KEY
-from infra.results import DynamoDBBackend
+from infra.consumer import runtime
+from infra.core import aws
+from infra.store.result_requests import POINTER_KEY
+from infra.store.results import DynamoDBBackend
 
 pytestmark = pytest.mark.integration
 

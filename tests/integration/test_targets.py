@@ -37,17 +37,18 @@ from celery._state import get_current_app
 from kombu import Queue
 
 import infra
-from infra import aws, runtime
-from infra.claim_requests import Claimed, ClaimRequest, Held
-from infra.claims import ClaimStore, store_for_app
-from infra.config import transport_options
-from infra.items import task_key
-from infra.local.consumer import ConsumeStats, consume, handler_from_source
-from infra.local.deploy import Deployment, EventSource
-from infra.local.emulator import free_port
-from infra.local.localstack import LocalStack
-from infra.result_requests import batch_get
-from infra.settings import Settings
+from devtools.cloud.deploy import Deployment, EventSource
+from devtools.cloud.emulator import free_port
+from devtools.cloud.event_source import ConsumeStats, consume, handler_from_source
+from devtools.cloud.localstack import LocalStack
+from infra.consumer import runtime
+from infra.core import aws
+from infra.core.config import transport_options
+from infra.core.settings import Settings
+from infra.store.claim_requests import Claimed, ClaimRequest, Held
+from infra.store.claims import ClaimStore, store_for_app
+from infra.store.items import task_key
+from infra.store.result_requests import batch_get
 from tests.apps import probe
 from tests.integration.test_stock_client import READER
 from tests.invoke import invoke
@@ -95,7 +96,7 @@ def configure(celery_app: Celery, env: Mapping[str, str] | None = None) -> None:
     )
 
 
-app = Celery("targets", task_cls="infra.worker:ClaimingTask", set_as_current=False)
+app = Celery("targets", task_cls="infra.worker.task:ClaimingTask", set_as_current=False)
 app.config_from_object("tasks.celeryconfig")
 configure(app)
 infra.configure(app)

@@ -9,8 +9,8 @@ import time
 import pytest
 from celery.result import AsyncResult
 
-from infra import aws
-from infra.local.deploy import Deployment
+from devtools.cloud.deploy import Deployment
+from infra.core import aws
 from tasks import add, always_fails, app, create_user, error_handler, flaky, upload_files
 from tasks.examples import verify_password
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.observability import (
+from infra.core.observability import (
     CONSUMER_METRICS,
     METRIC_DURATION,
     METRIC_FAILED,

@@ -11,9 +11,9 @@ import pytest
 CHECK = """
 import json, sys
 import {module}
-from infra import aws
+from infra.core import aws
 banned = [
-    m for m in sys.modules if m.split(".")[0] in ("moto", "tests") or m.startswith("infra.local")
+    m for m in sys.modules if m.split(".")[0] in ("moto", "tests") or m.startswith("devtools")
 ]
 print(json.dumps({"banned": banned, "clients": len(aws._clients)}))
 """

@@ -1,0 +1,146 @@
+"""``celery -A tasks lambda demo``: the brief's examples, published with plain ``apply_async``
+and consumed through the Lambda path (event-source emulator + ``handlers.sqs.handler``), plus one
+tick of the scheduled function (``handlers.beat.handler``) publishing the app's beat_schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import chain, chord, group
+from celery.result import AsyncResult, GroupResult, ResultBase
+from rich.console import Console
+from rich.table import Table
+
+from devtools.cli import local_cloud, point_app_at
+from devtools.cloud.deploy import Deployment
+from devtools.cloud.event_source import consume, handler_from_source
+from devtools.cloud.lambda_events import build_scheduled_event, make_context
+from devtools.cloud.targets import DEFAULT_TARGET
+from infra.core.observability import logger
+
+__all__ = ["Scenario", "beat_tick", "run_demo", "scenarios"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One example: a label and how to publish it."""
+
+    label: str
+    publish: Callable[[], ResultBase]
+
+
+def scenarios() -> list[Scenario]:
+    """The brief's examples (plus a chord), each published with stock Celery calls."""
+    from tasks import add, always_fails, create_user, error_handler, flaky, upload_files, xsum
+
+    return [
+        Scenario("add.delay(4, 4)", lambda: add.delay(4, 4)),
+        Scenario("link=add.s(16)", lambda: add.apply_async((2, 2), link=add.s(16))),
+        Scenario("chain", lambda: chain(add.s(2, 2), add.s(4), add.s(8)).apply_async()),
+        Scenario("group", lambda: group(add.s(i, i) for i in range(5)).apply_async()),
+        Scenario("chord", lambda: chord((add.s(i, i) for i in range(4)), xsum.s()).apply_async()),
+        Scenario("countdown=3", lambda: add.apply_async((5, 5), countdown=3)),
+        Scenario(
+            "link_error=error_handler.s()",
+            lambda: always_fails.apply_async((1, 2), link_error=error_handler.s()),
+        ),
+        Scenario("upload_files (PROGRESS)", lambda: upload_files.delay(["a.txt", "b.txt"])),
+        Scenario("retry with backoff", lambda: flaky.apply_async(kwargs={"failures": 2})),
+        Scenario("create_new_user", lambda: create_user.delay("demo-user", "correct horse")),
+    ]
+
+
+def beat_tick(deployment: Deployment) -> list[tuple[str, AsyncResult]]:
+    """Invoke the scheduled function once, as EventBridge does; what it published, by entry."""
+    from handlers.beat import handler
+
+    fired = []
+    for source in deployment.schedules:
+        response = handler(build_scheduled_event(source), make_context(source))
+        fired += [(f"beat: {f['entry']}", AsyncResult(f["task_id"])) for f in response["fired"]]
+    return fired
+
+
+def _describe(result: ResultBase) -> tuple[str, str, str]:
+    """(id, state, result) of a result, following links to the last task that ran."""
+    if isinstance(result, GroupResult):
+        states = {r.state for r in result.results}
+        return result.id or "", "/".join(sorted(states)), repr([r.result for r in result.results])
+    assert isinstance(result, AsyncResult)
+    while result.children:
+        result = result.children[-1]
+        if isinstance(result, GroupResult):
+            return _describe(result)
+    return result.id, result.state, repr(result.result)
+
+
+def _wait(results: list[ResultBase], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for result in results:
+        with contextlib.suppress(Exception):  # the table shows whatever state it reached
+            result.get(timeout=max(deadline - time.monotonic(), 0.1), propagate=False)
+
+
+def drain(deployment: Deployment) -> tuple[int, int]:
+    """Consume every event source in this thread until a whole round finds nothing.
+
+    In-process (not the emulator's process per source) so the handler runs in the main thread,
+    where time limits work, and its output can be captured.
+    """
+    batches = records = 0
+    while True:
+        found = 0
+        for source in deployment.event_sources:
+            stats = consume([source], handler_from_source, until_empty=True, wait_seconds=1)
+            batches, records, found = (
+                batches + stats.batches,
+                records + stats.records,
+                found + stats.records,
+            )
+        if not found:
+            return batches, records
+
+
+def run_demo(app: Any, deployment: Deployment, console: Console) -> Table:
+    """Publish every scenario, drain the queues through the Lambda path, tabulate the outcome."""
+    point_app_at(app, deployment)
+    published: list[tuple[str, ResultBase]] = [(s.label, s.publish()) for s in scenarios()]
+    emf = io.StringIO()
+    with contextlib.redirect_stdout(emf):
+        scheduled = beat_tick(deployment)
+    published += scheduled
+    console.print(
+        f"published {len(published) - len(scheduled)} examples and {len(scheduled)} scheduled "
+        "task(s) from one beat tick; consuming through the Lambda handler…"
+    )
+    with contextlib.redirect_stdout(emf):
+        batches, records = drain(deployment)
+    _wait([r for _, r in published], timeout=30)
+    metric_lines = sum(1 for line in emf.getvalue().splitlines() if '"_aws"' in line)
+    console.print(f"{metric_lines} CloudWatch EMF metric lines written by the handler")
+    table = Table(title=f"Lambda path: {batches} batches, {records} records")
+    for column in ("example", "task id", "state", "result"):
+        table.add_column(column, overflow="fold")
+    for label, result in published:
+        task_id, state, value = _describe(result)
+        style = {"SUCCESS": "green", "FAILURE": "red"}.get(state, "yellow")
+        table.add_row(label, task_id[:8], f"[{style}]{state}[/]", value[:60])
+    return table
+
+
+def demo_main(app: Any, target: str = DEFAULT_TARGET) -> None:
+    """The whole demo: emulator up (or LocalStack found), template deployed, examples run."""
+    console = Console()
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    # The handler's logger exists already (importing the app made it): apply the level to it.
+    logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
+    with local_cloud(target=target) as deployment:
+        console.print(f"{target} at {deployment.endpoint_url}, template deployed")
+        console.print(run_demo(app, deployment, console))

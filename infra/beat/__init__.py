@@ -1,0 +1,16 @@
+"""Celery beat without a beat server: the scheduled tick's engine and its state.
+
+Which slots are due (:mod:`~infra.beat.slots`), the tick (:mod:`~infra.beat.engine`) and its
+report (:mod:`~infra.beat.report`), the last fired slot per entry (:mod:`~infra.beat.state`) and
+the per-container wiring (:mod:`~infra.beat.runtime`).
+
+May import: :mod:`infra.core`, :mod:`infra.wire`, :mod:`infra.store`.
+"""
+
+__all__ = [
+    "engine",
+    "report",
+    "runtime",
+    "slots",
+    "state",
+]

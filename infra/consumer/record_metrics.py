@@ -1,0 +1,84 @@
+"""What the Lambda pipeline tells CloudWatch about each record: per-task metrics (dimensions task
+name and queue, one EMF line per pair per invocation) and the "task finished" log line."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from celery import states
+
+from infra.consumer.runner import Outcome
+from infra.core.observability import (
+    METRIC_DURATION,
+    METRIC_ETA_LAG,
+    METRIC_FAILED,
+    METRIC_PAYLOAD_SIZE,
+    METRIC_QUEUE_WAIT,
+    METRIC_RECEIVED,
+    METRIC_RETRIED,
+    METRIC_STARTED,
+    METRIC_SUCCEEDED,
+    MetricUnit,
+    logger,
+    task_metrics,
+)
+from infra.wire.offload import SIZE_ATTRIBUTE
+from infra.wire.protocol import TaskMessage
+from infra.wire.timing import aware
+
+__all__ = ["note", "note_outcome", "note_received", "note_start"]
+
+_STATE_METRICS: Final = {
+    states.SUCCESS: METRIC_SUCCEEDED,
+    states.FAILURE: METRIC_FAILED,
+    states.RETRY: METRIC_RETRIED,
+}
+
+
+def note(
+    message: TaskMessage, name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count
+) -> None:
+    """A per-task metric, with the task name and queue as its dimensions."""
+    task_metrics.add(message.task_name, message.queue, name, unit, value)
+
+
+def note_received(message: TaskMessage, record: Mapping[str, Any]) -> None:
+    """A record decoded into a task: counted, with its payload size (the offloaded one's, if so)."""
+    note(message, METRIC_RECEIVED)
+    size = (record.get("messageAttributes") or {}).get(SIZE_ATTRIBUTE, {}).get("stringValue")
+    payload = int(size) if size else len(str(record.get("body", "")).encode())
+    note(message, METRIC_PAYLOAD_SIZE, payload, MetricUnit.Bytes)
+
+
+def note_start(message: TaskMessage, record: Mapping[str, Any], timezone: Any) -> None:
+    """A task about to run: counted, with its wait in the queue and its lag behind its ETA."""
+    now = time.time()
+    note(message, METRIC_STARTED)
+    sent_ms = record.get("attributes", {}).get("SentTimestamp")
+    if sent_ms:
+        wait = max(now * 1000 - int(sent_ms), 0)
+        note(message, METRIC_QUEUE_WAIT, wait, MetricUnit.Milliseconds)
+    eta = aware(message.eta, timezone)
+    if eta is not None:
+        lag = max(now - eta.timestamp(), 0) * 1000
+        note(message, METRIC_ETA_LAG, lag, MetricUnit.Milliseconds)
+
+
+def note_outcome(message: TaskMessage, outcome: Outcome) -> None:
+    """A task that ran: its state counted, its duration, and one "task finished" line."""
+    name = _STATE_METRICS.get(outcome.state)
+    if name:
+        note(message, name)
+    duration_ms = outcome.duration * 1000
+    note(message, METRIC_DURATION, duration_ms, MetricUnit.Milliseconds)
+    logger.info(
+        "task finished",
+        state=outcome.state,
+        duration_ms=round(duration_ms, 1),
+        exception=outcome.exception,
+        queue=message.queue,
+        root_id=message.root_id,
+        parent_id=message.parent_id,
+    )

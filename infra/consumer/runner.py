@@ -1,0 +1,185 @@
+"""Run a decoded task message through Celery's own tracer, as a worker's Request does.
+
+The request context is built exactly like ``celery.worker.request.Request`` builds it (headers,
+properties, ``delivery_info``, embed), so ``bind=True``/``self.request``, ``update_state``,
+``retry``, ``link``/``link_error``, chains, chords, signals and ``Task`` hooks behave as on a
+worker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from billiard.einfo import ExceptionInfo
+from billiard.exceptions import TimeLimitExceeded
+from celery import states
+from celery._state import _set_task_join_will_block, task_join_will_block
+from celery.app.task import Context
+from celery.app.trace import build_tracer
+from celery.signals import task_failure, task_revoked
+from celery.utils.log import get_logger
+
+from infra.consumer.timelimits import HardTimeLimitReached, time_limits
+from infra.core.errors import UnknownTaskError
+from infra.store.items import CLAIMED_BY_CONSUMER, CONSUMER_REQUEST_KEY
+from infra.wire.protocol import TaskMessage
+
+__all__ = ["Outcome", "Runner"]
+
+logger = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a task ended, as the tracer recorded it."""
+
+    state: str
+    duration: float
+    exception: str | None = None
+    requeue: bool = False
+    """The task raised ``Reject(requeue=True)``: the message must come back."""
+
+
+class Runner:
+    """Executes task messages for one Celery app; tracers are built once per task."""
+
+    def __init__(self, app: Any, hostname: str) -> None:
+        self.app = app
+        self.hostname = hostname
+        self._tracers: dict[str, Any] = {}
+
+    def task(self, message: TaskMessage) -> Any:
+        """The registered task the message names.
+
+        Raises:
+            UnknownTaskError: the app has no task of that name.
+        """
+        try:
+            return self.app.tasks[message.task_name]
+        except KeyError:
+            raise UnknownTaskError(message.message_id, message.task_name) from None
+
+    def request(self, message: TaskMessage, consumer: str | None = None) -> dict[str, Any]:
+        """The request dict a worker's ``Request`` would hand to the tracer.
+
+        ``consumer`` names the invocation running it (recorded with the result).
+        """
+        props = message.properties
+        info = props.get("delivery_info") or {}
+        request: dict[str, Any] = {
+            **message.headers,
+            "properties": props,
+            "reply_to": props.get("reply_to"),
+            "correlation_id": props.get("correlation_id"),
+            "hostname": self.hostname,
+            "delivery_info": {
+                "exchange": info.get("exchange"),
+                "routing_key": info.get("routing_key"),
+                "priority": props.get("priority"),
+                "redelivered": info.get("redelivered", False),
+            },
+            "args": list(message.args),
+            "kwargs": message.kwargs,
+            "loglevel": None,
+            "logfile": None,
+            "is_eager": False,
+            CLAIMED_BY_CONSUMER: True,
+            CONSUMER_REQUEST_KEY: consumer,
+        }
+        request.update(message.embed)
+        return request
+
+    def limits(self, message: TaskMessage) -> tuple[float | None, float | None]:
+        """``(soft, hard)``: the message's, else the task's, else the app's, as a worker does."""
+        hard, soft = message.timelimit
+        task = self.task(message)
+        conf = self.app.conf
+        soft = soft or task.soft_time_limit or conf.task_soft_time_limit
+        hard = hard or task.time_limit or conf.task_time_limit
+        return soft, hard
+
+    def run(
+        self, message: TaskMessage, *, deadline: float | None = None, consumer: str | None = None
+    ) -> Outcome:
+        """Trace the task; ``deadline`` is seconds until the invocation must stop it.
+
+        Raises:
+            UnknownTaskError: the task is not registered.
+            DeadlineReached: the invocation deadline interrupted the task (retry the record).
+            Exception: the result store failed while recording the outcome.
+        """
+        soft, hard = self.limits(message)
+        tracer = self._tracer(message.task_name)
+        started = time.monotonic()
+        would_block = task_join_will_block()
+        # As in a worker: result.get() inside a task raises instead of deadlocking. Only while the
+        # task runs, so a process that also publishes (the local emulator, tests) can still wait.
+        _set_task_join_will_block(True)
+        try:
+            with time_limits(soft, hard, deadline):
+                _, info, _, _ = tracer(
+                    message.task_id,
+                    list(message.args),
+                    message.kwargs,
+                    self.request(message, consumer),
+                )
+        except HardTimeLimitReached as exc:
+            return self._hard_timeout(message, exc.seconds, time.monotonic() - started)
+        finally:
+            _set_task_join_will_block(would_block)
+        duration = time.monotonic() - started
+        if info is None:
+            return Outcome(states.SUCCESS, duration)
+        requeue = info.state == states.REJECTED and bool(getattr(info.retval, "requeue", False))
+        return Outcome(info.state, duration, type(info.retval).__name__, requeue)
+
+    def expire(self, message: TaskMessage) -> Outcome:
+        """Record REVOKED for an expired message, with the worker's reason and signal."""
+        return self.revoke(message, "expired", expired=True)
+
+    def revoke(self, message: TaskMessage, reason: str, *, expired: bool = False) -> Outcome:
+        """Record REVOKED without running, as a worker does for a revoked or expired task."""
+        task = self.task(message)
+        context = Context(self.request(message))
+        store = task.store_errors_even_if_ignored or not task.ignore_result
+        task.backend.mark_as_revoked(message.task_id, reason, request=context, store_result=store)
+        task_revoked.send(
+            sender=task, request=context, terminated=False, signum=None, expired=expired
+        )
+        return Outcome(states.REVOKED, 0.0, reason)
+
+    def _hard_timeout(self, message: TaskMessage, seconds: float, duration: float) -> Outcome:
+        """FAILURE with TimeLimitExceeded, hooks and signal, as a worker's parent records it."""
+        task = self.task(message)
+        context = Context(self.request(message))
+        exc = TimeLimitExceeded(seconds)
+        logger.error(
+            "Hard time limit (%ss) exceeded for %s[%s]", seconds, task.name, message.task_id
+        )
+        task.backend.mark_as_failure(message.task_id, exc, request=context)
+        try:
+            raise exc
+        except TimeLimitExceeded:
+            einfo = ExceptionInfo()
+        args, kwargs = list(message.args), message.kwargs
+        task.on_failure(exc, message.task_id, args, kwargs, einfo)
+        task.after_return(states.FAILURE, exc, message.task_id, args, kwargs, None)
+        task_failure.send(
+            sender=task,
+            task_id=message.task_id,
+            exception=exc,
+            args=args,
+            kwargs=kwargs,
+            traceback=None,
+            einfo=einfo,
+        )
+        return Outcome(states.FAILURE, duration, "TimeLimitExceeded")
+
+    def _tracer(self, name: str) -> Any:
+        if name not in self._tracers:
+            self._tracers[name] = build_tracer(
+                name, self.app.tasks[name], app=self.app, hostname=self.hostname
+            )
+        return self._tracers[name]

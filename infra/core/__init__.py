@@ -1,0 +1,23 @@
+"""The ground floor of the engine: what every other part stands on.
+
+Settings resolved once from the environment (:mod:`~infra.core.settings`), the one error tree
+(:mod:`~infra.core.errors`), the AWS limits we design around (:mod:`~infra.core.limits`), the one
+factory of AWS clients (:mod:`~infra.core.aws`), the metric and log vocabulary
+(:mod:`~infra.core.observability`), user record hooks (:mod:`~infra.core.hooks`), the Celery
+settings every served app gets (:mod:`~infra.core.config`) and the loader of the served app
+(:mod:`~infra.core.apps`).
+
+May import: the standard library, celery, kombu, boto3/botocore, Powertools, pydantic -- and no
+other part of ``infra``.
+"""
+
+__all__ = [
+    "apps",
+    "aws",
+    "config",
+    "errors",
+    "hooks",
+    "limits",
+    "observability",
+    "settings",
+]

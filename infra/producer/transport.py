@@ -1,0 +1,280 @@
+"""kombu's SQS transport with our publish path and large-message support, for producers and workers.
+
+Selected with Celery's ``broker_transport`` setting (``infra.configure(app)`` sets it), so the
+broker URL stays ``sqs://`` and a stock client still reads everything it sends. Over kombu's
+transport it changes four things:
+
+- **publish** (``_put``): the request comes from :func:`infra.producer.publish.send_request`
+  (native delay, FIFO ids), bodies over the threshold go to S3 behind an extended-client pointer,
+  and inside
+  :func:`batched` requests are collected and sent with SendMessageBatch;
+- **unknown queues**: with predefined queues, a queue the configuration does not name is a clear
+  :class:`~infra.core.errors.UnknownQueueError` naming it and the known ones;
+- **receive**: a pointer body is replaced by its S3 object before kombu parses it; one that cannot
+  be fetched is left in SQS (it comes back, finally to the DLQ) instead of reaching Celery, which
+  would delete it as an unknown message;
+- **not yet due**: a task whose ETA is more than a minute away (ETAs over 15 minutes arrive after
+  SQS's longest delay) is handed back to SQS instead of waiting in the worker's memory past its
+  visibility timeout: re-sent with a delay (FIFO: kept invisible, which keeps the group's order);
+- **ack**: once a message with an offloaded body is deleted from SQS, its S3 object is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from kombu.transport import SQS
+from kombu.transport.SQS.exceptions import UndefinedQueueException
+
+from infra.core import aws
+from infra.core.errors import CeleryLambdaError, UnknownQueueError
+from infra.core.limits import (
+    SQS_MAX_DELAY_SECONDS,
+    SQS_MAX_MESSAGE_BYTES,
+    SQS_MAX_VISIBILITY_SECONDS,
+)
+from infra.core.settings import (
+    DEFAULT_FIFO_GROUP,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_RESULTS_BUCKET,
+)
+from infra.producer.batch import PublishBatch, forget
+from infra.producer.publish import (
+    PublishOptions,
+    check_size,
+    offloaded,
+    send_request,
+)
+from infra.wire.offload import PayloadStore, Pointer, parse_pointer, size_attribute
+
+__all__ = ["TRANSPORT", "Channel", "Transport", "batched"]
+
+logger = logging.getLogger(__name__)
+
+TRANSPORT = "infra.producer.transport:Transport"
+"""The value of Celery's ``broker_transport`` that selects this transport."""
+WORKER_HOLD_SECONDS = 60
+"""A worker may hold a task this long in its ETA timer; one due later goes back to SQS."""
+POINTER_KEY = "celery_lambda_payload"
+"""Where a received message's raw SQS dict keeps the pointer its body came from."""
+
+
+def _label(message: dict[str, Any]) -> str:
+    headers = message.get("headers") or {}
+    return f"{headers.get('task', 'message')}[{headers.get('id', '?')}]"
+
+
+class Channel(SQS.Channel):
+    """kombu's SQS channel with our publish, receive and ack additions."""
+
+    _batch: PublishBatch | None = None
+
+    # ---------------------------------------------------------------- configuration
+    @property
+    def publish_options(self) -> PublishOptions:
+        """The publish knobs from the transport options."""
+        options = self.transport_options
+        return PublishOptions(
+            offload_threshold=int(options.get("offload_threshold") or SQS_MAX_MESSAGE_BYTES),
+            max_payload_bytes=int(options.get("max_payload_bytes") or DEFAULT_MAX_PAYLOAD_BYTES),
+            fifo_group=str(options.get("fifo_group") or DEFAULT_FIFO_GROUP),
+            base64=bool(self.sqs_base64_encoding),
+        )
+
+    @property
+    def batch_publish(self) -> bool:
+        """Whether :func:`batched` collects this channel's messages."""
+        return bool(self.transport_options.get("batch_publish", True))
+
+    def payloads(self) -> PayloadStore:
+        """The store for offloaded bodies: the configured bucket."""
+        bucket = self.transport_options.get("payload_bucket") or DEFAULT_RESULTS_BUCKET
+        return PayloadStore(aws.client("s3"), bucket)
+
+    # ---------------------------------------------------------------- publish
+    def _resolve_queue_url(self, queue: str) -> str:
+        try:
+            return str(super()._resolve_queue_url(queue))
+        except UndefinedQueueException as exc:
+            known = ", ".join(sorted(self.predefined_queues)) or "none"
+            raise UnknownQueueError(
+                f"queue {queue!r} is not configured (CELERY_QUEUE_URLS names: {known}); "
+                "declare it in template.yaml and CELERY_QUEUE_URLS, or fix task_routes / "
+                "the queue= option"
+            ) from exc
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        if message.get("redelivered"):
+            super()._put(queue, message, **kwargs)  # kombu's restore: a visibility change
+            return
+        label = _label(message)
+        options = self.publish_options
+        request = send_request(
+            queue,
+            self._new_queue(queue),
+            message,
+            options=options,
+            now=datetime.now(UTC),
+            # Lambda sets this per invocation when tracing is active.
+            trace_header=os.environ.get("_X_AMZN_TRACE_ID"),
+        )
+        pointer = None
+        if check_size(request, options, label):
+            task_id = (message.get("headers") or {}).get("id")
+            pointer = self.payloads().put(task_id, request["MessageBody"])
+            request = offloaded(request, pointer)
+        if self._batch is not None:
+            self._batch.add(label, request, pointer)
+            return
+        try:
+            self.sqs(queue=self.canonical_queue_name(queue)).send_message(**request)
+        except BaseException:
+            if pointer is not None:
+                forget(self.payloads(), pointer)
+            raise
+
+    def _client_for_url(self, queue_url: str) -> Any:
+        """The SQS client kombu uses for the queue at ``queue_url``."""
+        for name, url in self._queue_cache.items():
+            if url == queue_url:
+                return self.sqs(queue=name if self.predefined_queues else None)
+        return self.sqs()
+
+    @contextmanager
+    def collecting(self) -> Iterator[None]:
+        """Collect every message published inside the block; send them in batches at its end."""
+        if self._batch is not None or not self.batch_publish:
+            yield
+            return
+        self._batch = PublishBatch(client=self._client_for_url, payloads=self.payloads)
+        try:
+            yield
+        finally:
+            batch, self._batch = self._batch, None
+            batch.flush()
+
+    # ---------------------------------------------------------------- receive and ack
+    def _deliverable(
+        self, messages: list[dict[str, Any]], qname: str, q_url: str
+    ) -> list[dict[str, Any]]:
+        """The messages to hand to the consumer: bodies fetched, those not yet due handed back."""
+        ready = []
+        for message in messages:
+            if self._fetch_body(message) and not self._handed_back(message, qname, q_url):
+                ready.append(message)
+        return ready
+
+    def _fetch_body(self, message: dict[str, Any]) -> bool:
+        """Replace a pointer body by its S3 object; False when it cannot be had."""
+        pointer = parse_pointer(message["Body"])
+        if pointer is None:
+            return True
+        try:
+            message["Body"] = self.payloads().fetch(pointer)
+        except CeleryLambdaError as exc:
+            logger.error(
+                "message %s left in SQS (it comes back, finally to the DLQ): %s",
+                message.get("MessageId"),
+                exc,
+            )
+            return False
+        message[POINTER_KEY] = pointer
+        return True
+
+    def _eta(self, message: dict[str, Any]) -> datetime | None:
+        """The task's ETA, when the message is a task with an aware one."""
+        text = self._decode_python_message_body(message["Body"]).decode("utf-8", "replace")
+        raw = (self._prepare_json_payload(text).get("headers") or {}).get("eta")
+        try:
+            eta = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return None
+        return eta if eta is not None and eta.tzinfo is not None else None
+
+    def _handed_back(self, message: dict[str, Any], qname: str, q_url: str) -> bool:
+        """Give a task due in more than a minute back to SQS; False to deliver it as it is."""
+        eta = self._eta(message)
+        wait = None if eta is None else (eta - datetime.now(UTC)).total_seconds()
+        if wait is None or wait <= WORKER_HOLD_SECONDS:
+            return False
+        client = self.sqs(queue=qname)
+        try:
+            if q_url.endswith(".fifo"):
+                # Holds count from the first receive and end at 12 hours; half of that leaves
+                # room for earlier ones (a refused hold leaves the task to the worker's timer).
+                hold = min(math.ceil(wait), SQS_MAX_VISIBILITY_SECONDS // 2)
+                client.change_message_visibility(
+                    QueueUrl=q_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=hold
+                )
+                return True
+            client.send_message(**self._redelay_request(message, q_url, math.ceil(wait)))
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("not-yet-due task kept by the worker's timer: %s", exc)
+            return False
+        try:
+            client.delete_message(QueueUrl=q_url, ReceiptHandle=message["ReceiptHandle"])
+        except (ClientError, BotoCoreError) as exc:  # comes back; its claim makes it a no-op
+            logger.warning("re-delayed message %s not deleted: %s", message.get("MessageId"), exc)
+        return True
+
+    def _redelay_request(self, message: dict[str, Any], q_url: str, wait: int) -> dict[str, Any]:
+        """The same message again, invisible for up to 15 minutes (a pointer stays a pointer)."""
+        pointer: Pointer | None = message.get(POINTER_KEY)
+        request: dict[str, Any] = {
+            "QueueUrl": q_url,
+            "MessageBody": pointer.body() if pointer else message["Body"],
+            "DelaySeconds": min(SQS_MAX_DELAY_SECONDS, wait),
+        }
+        attributes = dict(message.get("MessageAttributes") or {})
+        if pointer is not None:
+            attributes.update(size_attribute(len(message["Body"].encode())))
+        if attributes:
+            request["MessageAttributes"] = attributes
+        return request
+
+    def _messages_to_python(self, messages: list[dict[str, Any]], queue: str) -> Any:
+        return super()._messages_to_python(
+            self._deliverable(messages, self.canonical_queue_name(queue), self._new_queue(queue)),
+            queue,
+        )
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> Any:
+        # kombu passes the queue URL as `queue` here.
+        if messages.get("Messages"):
+            deliverable = self._deliverable(messages["Messages"], qname, queue)
+            messages = {**messages, "Messages": deliverable}
+        return super()._on_messages_ready(queue, qname, messages)
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        try:
+            raw = self.qos.get(delivery_tag).delivery_info.get("sqs_message") or {}
+        except KeyError:
+            raw = {}
+        super().basic_ack(delivery_tag, multiple)
+        pointer = raw.get(POINTER_KEY)
+        if pointer is not None:
+            forget(self.payloads(), pointer)
+
+
+class Transport(SQS.Transport):
+    """kombu's SQS transport using :class:`Channel`."""
+
+    Channel = Channel
+
+
+@contextmanager
+def batched(producer: Any) -> Iterator[None]:
+    """Send what ``producer`` publishes inside the block with SendMessageBatch, if it is ours."""
+    channel = producer.channel
+    if isinstance(channel, Channel):
+        with channel.collecting():
+            yield
+    else:
+        yield

@@ -1,0 +1,21 @@
+"""The result store: DynamoDB (and S3 for what does not fit an item), in Celery's format.
+
+The item layout (:mod:`~infra.store.items`), the result backend (:mod:`~infra.store.results`)
+and its requests (:mod:`~infra.store.result_requests`), a batch's outcomes written together
+(:mod:`~infra.store.result_batch`), claims and revocation markers (:mod:`~infra.store.claims`,
+:mod:`~infra.store.claim_requests`, :mod:`~infra.store.revoke`) and the rate-limit turns
+(:mod:`~infra.store.ratelimit`).
+
+May import: :mod:`infra.core`, :mod:`infra.wire`.
+"""
+
+__all__ = [
+    "claim_requests",
+    "claims",
+    "items",
+    "ratelimit",
+    "result_batch",
+    "result_requests",
+    "results",
+    "revoke",
+]

@@ -1,0 +1,202 @@
+"""A claim on the wire: the requests of a batch's claim transaction and what its answer means.
+
+Pure: :class:`infra.store.claims.ClaimStore` sends what is built here. One ``TransactWriteItems``
+holds a conditional ``Update`` per task (:func:`claim_update`: not terminal, no live lease held by
+another consumer) and a ``ConditionCheck`` per revocation marker of the tasks' ids, workflow roots
+and groups (:func:`marker_check`); :func:`chunks` keeps each within DynamoDB's item limit, and
+:func:`cancelled_outcomes` reads a cancelled transaction's reasons back into outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from infra.core.errors import StoreError
+from infra.core.limits import DYNAMODB_MAX_TRANSACT_ITEMS
+from infra.store.items import KIND_TASK, TERMINAL_STATES, revocation_key, task_key
+
+__all__ = [
+    "ClaimOutcome",
+    "ClaimRequest",
+    "Claimed",
+    "Held",
+    "Revoked",
+    "Terminal",
+    "cancelled_outcomes",
+    "chunks",
+    "claim_update",
+    "marker_check",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A task about to run, with the ids whose revocation would revoke it."""
+
+    task_id: str
+    root_id: str | None = None
+    group_id: str | None = None
+
+    def markers(self) -> tuple[str, ...]:
+        """Ids whose revocation markers are checked: the task, its workflow root, its group."""
+        return tuple(dict.fromkeys(i for i in (self.task_id, self.root_id, self.group_id) if i))
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """This consumer holds the task until ``lease_until``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Terminal:
+    """The task already reached ``state``."""
+
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Another consumer holds a live claim."""
+
+    owner: str
+    lease_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """The task's workflow root or group was revoked."""
+
+    by: str
+
+
+ClaimOutcome = Claimed | Terminal | Held | Revoked
+
+_TERMINAL_VALUES = {f":t{i}": {"S": s} for i, s in enumerate(sorted(TERMINAL_STATES))}
+_CLAIM_CONDITION = (
+    f"(attribute_not_exists(#status) OR NOT #status IN ({', '.join(_TERMINAL_VALUES)}))"
+    " AND (attribute_not_exists(lease_until) OR lease_until < :now OR claim_owner = :owner)"
+)
+
+
+def claim_update(
+    table: str, task_id: str, owner: str, lease_until: float, now: float, pending: bytes
+) -> dict[str, Any]:
+    """The transaction item that claims ``task_id`` (creating its item as PENDING if new).
+
+    A new item gets Celery's PENDING meta in ``result`` so stock readers never see an item
+    without one.
+    """
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": {"id": {"S": task_key(task_id)}},
+            "UpdateExpression": (
+                "SET claim_owner = :owner, lease_until = :lease, task_id = :id, #kind = :kind,"
+                " #result = if_not_exists(#result, :pending),"
+                " #status = if_not_exists(#status, :pending_status),"
+                " #ts = if_not_exists(#ts, :now)"
+            ),
+            "ConditionExpression": _CLAIM_CONDITION,
+            "ExpressionAttributeNames": {
+                "#status": "status",
+                "#kind": "kind",
+                "#result": "result",
+                "#ts": "timestamp",
+            },
+            "ExpressionAttributeValues": {
+                ":owner": {"S": owner},
+                ":lease": {"N": f"{lease_until:.3f}"},
+                ":now": {"N": f"{now:.3f}"},
+                ":id": {"S": task_id},
+                ":kind": {"S": KIND_TASK},
+                ":pending": {"B": pending},
+                ":pending_status": {"S": "PENDING"},
+                **_TERMINAL_VALUES,
+            },
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def marker_check(table: str, id_: str) -> dict[str, Any]:
+    """The transaction item that fails when ``id_`` has a revocation marker."""
+    return {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": {"id": {"S": revocation_key(id_)}},
+            "ConditionExpression": "attribute_not_exists(id)",
+        }
+    }
+
+
+def chunks(requests: Sequence[ClaimRequest]) -> Iterator[list[ClaimRequest]]:
+    """Requests grouped so that each transaction stays within DynamoDB's item limit."""
+    chunk: list[ClaimRequest] = []
+    markers: set[str] = set()
+    for request in requests:
+        new = set(request.markers()) - markers
+        if chunk and len(chunk) + len(markers) + len(new) + 1 > DYNAMODB_MAX_TRANSACT_ITEMS:
+            yield chunk
+            chunk, markers, new = [], set(), set(request.markers())
+        chunk.append(request)
+        markers |= new
+    if chunk:
+        yield chunk
+
+
+def cancelled_outcomes(
+    exc: ClientError, index: list[tuple[str, str]], requests: Mapping[str, ClaimRequest]
+) -> dict[str, ClaimOutcome]:
+    """Outcomes decided by a cancelled transaction's reasons (empty: retry them all).
+
+    Raises:
+        StoreError: the error is not a cancellation (missing table, access denied, ...).
+    """
+    error = exc.response.get("Error", {})
+    if error.get("Code") != "TransactionCanceledException":
+        raise StoreError(f"claiming tasks failed: {error.get('Code')}: {exc}") from exc
+    reasons = exc.response.get("CancellationReasons") or _reasons_from_message(
+        str(error.get("Message", "")), len(index)
+    )
+    failed = {
+        (kind, ident)
+        for (kind, ident), reason in zip(index, reasons, strict=False)
+        if reason.get("Code") == "ConditionalCheckFailed"
+    }
+    revoked_by = {ident for kind, ident in failed if kind == "marker"}
+    decided: dict[str, ClaimOutcome] = {}
+    for (kind, ident), reason in zip(index, reasons, strict=False):
+        if kind != "task":
+            continue
+        marker = next((m for m in requests[ident].markers() if m in revoked_by), None)
+        if marker is not None:
+            decided[ident] = Revoked(by=marker)
+        elif (kind, ident) in failed:
+            decided[ident] = _refusal(reason.get("Item") or {})
+    return decided
+
+
+def _refusal(old: Mapping[str, Any]) -> ClaimOutcome:
+    """Why a claim's condition failed, from the item as it was."""
+    status = old.get("status", {}).get("S")
+    if status in TERMINAL_STATES:
+        return Terminal(state=str(status))
+    return Held(
+        owner=str(old.get("claim_owner", {}).get("S", "?")),
+        lease_until=float(old.get("lease_until", {}).get("N", "0")),
+    )
+
+
+def _reasons_from_message(message: str, count: int) -> list[dict[str, Any]]:
+    """Cancellation reasons parsed from the message, for clients that drop the structured list.
+
+    DynamoDB's message reads ``... cancelled, please refer cancellation reasons for specific
+    reasons [None, ConditionalCheckFailed, ...]``.
+    """
+    inside = message[message.rfind("[") + 1 : message.rfind("]")]
+    codes = [c.strip() for c in inside.split(",")] if inside else []
+    return [{"Code": c} for c in codes[:count]] + [{"Code": "None"}] * (count - len(codes))

@@ -1,0 +1,344 @@
+"""The DynamoDB result backend: Celery's own item format, without runtime provisioning.
+
+Selected with ``result_backend = "infra.store.results:DynamoDBBackend"``. Items keep exactly the
+shape Celery's built-in ``dynamodb://`` backend reads (partition key ``id`` holding the literal
+``"b'celery-task-meta-<id>'"``, binary ``result``, ``timestamp``, ``ttl``), so a stock Celery client
+pointed at the same table reads every state this backend writes. The item layout, with the
+queryable attributes this backend adds, is drawn in :mod:`infra.store.items`; the requests are built
+in :mod:`infra.store.result_requests`.
+
+What differs from the stock backend, and why:
+
+- the table comes from ``template.yaml``; the stock backend calls DescribeTable, CreateTable (a
+  1-RCU provisioned table) and UpdateTimeToLive at runtime, which needs IAM rights a least-privilege
+  function must not have;
+- a task state is one ``UpdateItem`` (no GetItem first, as Celery's ``_store_result`` does): a
+  non-terminal state is written only while the item is not terminal, so a late STARTED, RETRY or
+  PROGRESS never replaces SUCCESS, FAILURE or REVOKED; RETRY and terminal writes release the
+  consumer's claim (``claim_owner``, ``lease_until``); on the Lambda path the SUCCESS and FAILURE
+  writes of a batch go out together, a ``BatchWriteItem`` per 25 (:mod:`infra.store.result_batch`);
+- status, task name, queue, ids, retries, consumer and dates are top-level attributes, indexed by
+  the template (:data:`infra.store.items.INDEX_BY_STATUS` and friends);
+- ``mget`` (``get_many``, ``GroupResult.get``, chord joins) is one BatchGetItem per 100 keys;
+  a native join waits for the members of nested groups within its own timeout (Celery's waits
+  for them with none, which can wedge a worker inside a chord join);
+- an encoded meta too large for an item goes to the results bucket; the item's ``result`` then
+  holds a small meta with the same status whose value is a pointer (what a stock reader sees),
+  which this backend follows transparently;
+- AWS errors surface as :class:`infra.core.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+from celery.backends.dynamodb import DynamoDBBackend as _StockDynamoDBBackend
+from celery.result import ResultSet
+
+from infra.core import aws
+from infra.core.errors import ConfigurationError, StoreError, store_errors
+from infra.core.limits import DYNAMODB_MAX_ITEM_BYTES
+from infra.core.settings import Settings
+from infra.store.items import task_key
+from infra.store.result_requests import (
+    POINTER_KEY,
+    ResultWrite,
+    batch_get,
+    is_unconditional,
+    large_result_meta,
+    queryable_attributes,
+    update_request,
+)
+
+__all__ = ["LARGE_RESULT_BYTES", "LARGE_RESULT_PREFIX", "DynamoDBBackend"]
+
+log = logging.getLogger(__name__)
+
+LARGE_RESULT_BYTES: Final = DYNAMODB_MAX_ITEM_BYTES - 50 * 1024
+"""Encoded metas longer than this go to S3: the rest of the item (key, names, ids) needs room."""
+LARGE_RESULT_PREFIX: Final = "results/"
+
+
+def _is_condition_failure(exc: ClientError) -> bool:
+    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _leaf_ids(results: Sequence[Any]) -> set[str]:
+    """The task ids at the leaves of nested result sets."""
+    ids: set[str] = set()
+    for result in results:
+        if isinstance(result, ResultSet):
+            ids |= _leaf_ids(result.results)
+        else:
+            ids.add(result.id)
+    return ids
+
+
+def _split_s3_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+# ---------------------------------------------------------------- the backend
+
+
+class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
+    """Celery's DynamoDB backend with conditional, queryable, batched writes and large results."""
+
+    #: ``GroupResult.get()`` and chord joins go through ``get_many`` (BatchGetItem).
+    supports_native_join = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *args: Any,
+        dynamodb_client: Any = None,
+        s3_client: Any = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(None, *args, **kwargs)
+        if str(self.get_key_for_task("x")) != task_key("x"):
+            raise ConfigurationError(
+                "result_backend_transport_options['global_keyprefix'] is not supported: the "
+                "consumers' claims use Celery's unprefixed task keys (infra.store.items.task_key)"
+            )
+        self.settings = Settings.from_env()
+        self.table_name = self.settings.results_table
+        self.aws_region = self.settings.region
+        expires = self.expires  # result_expires in seconds, None when disabled
+        self.time_to_live_seconds = int(expires) if expires else None
+        self._client = dynamodb_client
+        self._s3 = s3_client
+        self.clock = clock
+        self.sleep = sleep
+        self._deferring = threading.local()
+
+    def _get_client(
+        self, access_key_id: str | None = None, secret_access_key: str | None = None
+    ) -> Any:
+        """The shared DynamoDB client; the table is never described, created or altered."""
+        client: Any = self._client
+        if client is None:
+            client = self._client = aws.client("dynamodb", self.settings)
+        return client
+
+    @property
+    def s3(self) -> Any:
+        """The shared S3 client (large results)."""
+        if self._s3 is None:
+            self._s3 = aws.client("s3", self.settings)
+        return self._s3
+
+    # -------------------------------------------------------------- writes
+
+    def mark_as_failure(self, task_id: str, exc: BaseException, *args: Any, **kwargs: Any) -> Any:
+        """Record FAILURE, unless the "failure" is this store failing to record the outcome.
+
+        Celery's tracer turns an exception from storing SUCCESS into the task's FAILURE (and
+        stores that, if the store has recovered): a task that succeeded would end FAILURE for
+        good and its record would be acked. Re-raising makes it a consumer failure instead: the
+        record goes back to SQS and the outcome is recorded when the store works again.
+
+        Raises:
+            StoreError: ``exc`` itself, when it is one.
+        """
+        if isinstance(exc, StoreError):
+            raise exc
+        return super().mark_as_failure(task_id, exc, *args, **kwargs)
+
+    def _store_result(
+        self,
+        task_id: str | bytes,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Record ``state`` with one UpdateItem (or hand it to the thread's batch, see
+        :meth:`defer_to`); a late non-terminal state is dropped.
+
+        Raises:
+            StoreError: DynamoDB or S3 refused the write or could not be reached.
+        """
+        task_id = _text(task_id)
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = task_id
+        payload = _bytes(self.encode(meta))
+        result_object = None
+        if len(payload) > LARGE_RESULT_BYTES:
+            bucket, key = self.settings.results_bucket, self._large_result_key(task_id)
+            with store_errors(f"storing the large result of {task_id} in s3://{bucket}/{key}"):
+                self.s3.put_object(Bucket=bucket, Key=key, Body=payload)
+            result_object = f"s3://{bucket}/{key}"
+            payload = _bytes(self.encode(large_result_meta(meta, bucket, key)))
+        write = ResultWrite(
+            task_id=task_id,
+            state=state,
+            payload=payload,
+            timestamp=self.clock(),
+            attributes=queryable_attributes(state, meta, request),
+            ttl_seconds=self.time_to_live_seconds,
+            result_object=result_object,
+        )
+        batch = getattr(self._deferring, "batch", None)
+        if batch is not None and is_unconditional(state) and not getattr(request, "chord", None):
+            batch.add(write)
+        else:
+            self.write(write)
+        return result
+
+    def defer_to(self, batch: Any) -> None:
+        """Hand this thread's SUCCESS/FAILURE writes to ``batch`` (None: write them at once).
+
+        ``batch`` is an :class:`infra.store.result_batch.ResultBatch` (the Lambda handler's batch);
+        writes of tasks in a chord header are never deferred: the chord's join reads them.
+        """
+        self._deferring.batch = batch
+
+    def _large_result_key(self, task_id: str) -> str:
+        """A fresh key per write: a write that loses never clobbers the object the item uses."""
+        return f"{LARGE_RESULT_PREFIX}{task_id}/{uuid.uuid4().hex}"
+
+    def write(self, write: ResultWrite) -> None:
+        """Record ``write`` now, with its own UpdateItem.
+
+        Raises:
+            StoreError: DynamoDB refused the write (other than its condition) or was unreachable.
+        """
+        try:
+            self.client.update_item(**update_request(self.table_name, write))
+        except ClientError as exc:
+            self._drop_object(write.result_object)
+            if not _is_condition_failure(exc):
+                raise StoreError(f"storing {write.state} of {write.task_id} failed: {exc}") from exc
+            log.debug("%s of %s dropped: the task is already terminal", write.state, write.task_id)
+        except BotoCoreError as exc:
+            self._drop_object(write.result_object)
+            raise StoreError(f"storing {write.state} of {write.task_id} failed: {exc}") from exc
+
+    def _drop_object(self, uri: str | None) -> None:
+        """Delete an S3 object no item refers to; best effort, the bucket's lifecycle is the net."""
+        if uri:
+            bucket, key = _split_s3_uri(uri)
+            try:
+                self.s3.delete_object(Bucket=bucket, Key=key)
+            except (ClientError, BotoCoreError):
+                log.warning("could not delete unreferenced large result %s", uri, exc_info=True)
+
+    def set(self, key: str | bytes, value: Any) -> None:
+        """Put a non-task value (group result, chord counter) as the stock backend does."""
+        with store_errors(f"storing {_text(key)}"):
+            super().set(key, value)
+
+    def delete(self, key: str | bytes) -> None:
+        """Delete an item and the large-result object it refers to, if any."""
+        with store_errors(f"deleting {_text(key)}"):
+            old = self.client.delete_item(
+                **self._prepare_get_request(str(key)), ReturnValues="ALL_OLD"
+            ).get("Attributes", {})
+        uri = old.get("result_object", {}).get("S")
+        if uri:
+            bucket, key = _split_s3_uri(uri)
+            with store_errors(f"deleting the large result {uri}"):
+                self.s3.delete_object(Bucket=bucket, Key=key)
+
+    def incr(self, key: str | bytes) -> int:
+        """Atomically increase a chord counter."""
+        with store_errors(f"incrementing {_text(key)}"):
+            count: int = super().incr(key)
+        return count
+
+    # -------------------------------------------------------------- reads
+
+    def get(self, key: str | bytes) -> bytes | None:
+        """The ``result`` of an item; None when the item or its result does not exist."""
+        with store_errors(f"reading {_text(key)}"):
+            item = self.client.get_item(
+                **self._prepare_get_request(str(key)),
+                ProjectionExpression="#result",
+                ExpressionAttributeNames={"#result": "result"},
+            ).get("Item", {})
+        value: bytes | None = item.get("result", {}).get("B")
+        return value
+
+    def mget(self, keys: Sequence[str | bytes]) -> list[bytes | None]:
+        """The ``result`` of each key in order (None when missing), by BatchGetItem."""
+        names = [str(key) for key in keys]
+        found = batch_get(self.client, self.table_name, names, sleep=self.sleep)
+        return [found.get(name) for name in names]
+
+    def iter_native(
+        self,
+        result: ResultSet,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_message: Callable[[Any], None] | None = None,
+        on_interval: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """Celery's native join iterator, with nested groups waited for under ``timeout`` too.
+
+        Celery's version yields a nested group at once, and ``ResultSet.join_native`` then calls
+        ``get()`` on each of its members with no timeout. In a chord join that fired early
+        (Celery counts a header ending in a group short), the only pool process then waits for
+        ever on a member queued behind it in the same worker, and the worker completes nothing
+        again. Here every leaf of the tree is fetched in one bounded ``get_many`` loop first
+        (``result_chord_join_timeout`` in a chord) and handed to the nested members, whose
+        ``get()`` then returns at once.
+
+        Raises:
+            celery.exceptions.TimeoutError: a leaf was not ready within ``timeout``.
+        """
+        self._ensure_not_eager()
+        members = result.results
+        direct = {r.id for r in members if not isinstance(r, ResultSet)}
+        nested = [r for r in members if isinstance(r, ResultSet)]
+        ready: dict[str, Any] = {}
+        for task_id, meta in self.get_many(
+            direct | _leaf_ids(nested),
+            timeout=timeout,
+            interval=interval,
+            no_ack=no_ack,
+            on_message=on_message,
+            on_interval=on_interval,
+        ):
+            if task_id in direct:
+                yield task_id, meta
+            else:
+                ready[task_id] = meta
+        for group_result in nested:
+            for member in group_result.results:
+                if member.id in ready and not isinstance(member, ResultSet):
+                    member._maybe_set_cache(ready[member.id])  # its get() reads no item again
+            yield group_result.id, group_result.results
+
+    def decode_result(self, payload: Any) -> dict[str, Any]:
+        """Decode a stored meta, fetching the full one from S3 when the item holds a pointer."""
+        meta: dict[str, Any] = self.decode(payload)
+        location = meta.get(POINTER_KEY) if isinstance(meta, dict) else None
+        if isinstance(location, Mapping):
+            bucket, key = str(location.get("bucket")), str(location.get("key"))
+            with store_errors(f"reading the large result s3://{bucket}/{key}"):
+                body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            meta = self.decode(body)
+        decoded: dict[str, Any] = self.meta_from_decoded(meta)
+        return decoded
