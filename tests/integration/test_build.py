@@ -92,8 +92,8 @@ def test_the_package_holds_the_runtime_only(built: Built, function: str) -> None
         "boto3",
         "aws_lambda_powertools",
     } <= top
-    assert not (package / "infra" / "local").exists()
-    for unwanted in ("tests", "events", "moto", "pytest", "ruff", "mypy", "cfnlint", "pycurl"):
+    unwanted_here = ("tests", "events", "devtools", "moto", "pytest", "ruff", "mypy", "cfnlint")
+    for unwanted in (*unwanted_here, "pycurl", "rich", "localstack_client"):
         assert unwanted not in top, unwanted
     assert not list(package.rglob("__pycache__/*.cpython-311.pyc"))
     print(f"\n{function} package: {_size_mb(package):.1f} MB unzipped")
@@ -105,7 +105,7 @@ def test_the_package_loads_the_app_under_python_312_alone(built: Built, function
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import handlers.sqs, handlers.beat;"
-        "from infra import runtime; from infra.core.settings import Settings;"
+        "from infra.core.apps import load_app; from infra.core.settings import Settings;"
         "app = load_app(Settings.from_env());"
         "print(sorted(n for n in app.tasks if n.startswith('tasks.')))"
     )
