@@ -1,101 +1,55 @@
 """``celery -A <app> lambda ...``: the local cloud and the operator's commands.
 
 Installed as a Celery CLI plugin (entry point group ``celery.commands``), so it runs with the app
-that ``-A`` names, like every other ``celery`` subcommand.
+that ``-A`` names (``ctx.obj.app``), like every other ``celery`` subcommand. Each command here
+parses its options, calls the module that does the work and prints; the operator's commands
+(``queues``, ``inspect``, ``dlq``, ``stats``) are declared in :mod:`devtools.ops.commands`.
+
+Celery imports every plugin when any ``celery`` command starts (``celery worker`` too), so what
+this module imports is paid by all of them: the slow imports (Powertools for ``demo`` and
+``stats``, aws-sam-translator for a deploy) wait until a command needs them.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
-from kombu import pools
 from rich.console import Console
 
-from devtools.cloud.deploy import DEFAULT_STACK, Deployment, deploy
-from devtools.cloud.emulator import LOCAL_CREDENTIALS, Emulator, reachable
-from devtools.cloud.event_source import ConsumeStats
-from devtools.cloud.targets import DEFAULT_TARGET, localstack_cloud, target_option, use_localstack
-from infra.core import aws
-from infra.core.config import transport_options
+from devtools.bench.drain import POOLS, bench_main
+from devtools.bench.imports import bench_import_main
+from devtools.bench.publish import bench_publish_main
+from devtools.checks.doctor import doctor_main
+from devtools.cloud.deploy import DEFAULT_STACK, deploy
+from devtools.cloud.event_source import consume, handler_from_source, stop_on_signals
+from devtools.cloud.session import local_cloud, local_settings, write_env_file
+from devtools.cloud.targets import DEFAULT_TARGET, TARGETS
+from devtools.ops.commands import COMMANDS
+from devtools.ops.schedule import schedule_main
 from infra.core.errors import CeleryLambdaError, ConfigurationError
 from infra.core.settings import Settings
+from infra.store.revoke import revoke
 
 __all__ = ["lambda_"]
 
-ENV_FILE = Path(".celery-lambda") / "env.sh"
 console = Console(stderr=True)
+
+target_option = click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    default=DEFAULT_TARGET,
+    show_default=True,
+    help="moto: the embedded emulator; localstack: a running LocalStack (LOCALSTACK_HOST).",
+)
+"""The ``--target`` option every local-cloud command shares."""
 
 
 def _fail(message: str) -> NoReturn:
     """One clear line on stderr and a non-zero exit."""
     raise click.ClickException(message)
-
-
-def point_app_at(app: Any, deployment: Deployment) -> None:
-    """Make this process (env, AWS clients, the Celery app) use the deployment's resources."""
-    os.environ.update(deployment.environment)
-    aws.clear_clients()
-    app.conf.broker_transport_options = transport_options(Settings.from_env())
-    app.conf.broker_url = deployment.environment.get("CELERY_BROKER_URL", app.conf.broker_url)
-    # The backend reads its table from the environment when created, and connections carry the
-    # old transport options; Celery caches both per app and has no public reset, so drop them the
-    # way its own after-fork hook does.
-    app._backend_cache = None
-    vars(app._local).pop("backend", None)
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-        app.amqp._producer_pool = None
-        pools.reset()  # type: ignore[no-untyped-call]  # else kombu hands back the closed pool
-
-
-def write_env_file(deployment: Deployment, path: Path = ENV_FILE) -> Path:
-    """Write the exports to a file a shell can ``source``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(deployment.exports() + "\n")
-    return path
-
-
-@contextmanager
-def local_cloud(
-    port: int | None = None, stack_name: str = DEFAULT_STACK, target: str = DEFAULT_TARGET
-) -> Iterator[Deployment]:
-    """Start the embedded emulator, deploy the template into it, stop it on exit.
-
-    With ``target="localstack"`` the running LocalStack is used instead (``port`` is moto's).
-    """
-    if target == "localstack":
-        with localstack_cloud(stack_name) as deployment:
-            yield deployment
-        return
-    for name, value in LOCAL_CREDENTIALS.items():
-        os.environ.setdefault(name, value)
-    with Emulator(port=port) as emulator:
-        os.environ["AWS_ENDPOINT_URL"] = emulator.endpoint_url
-        aws.clear_clients()
-        yield deployment_with_credentials(deploy(stack_name=stack_name))
-
-
-def deployment_with_credentials(deployment: Deployment) -> Deployment:
-    """The deployment whose exports also carry the emulator's dummy credentials."""
-    env = {**LOCAL_CREDENTIALS, **dict(deployment.environment)}
-    return Deployment(
-        stack_name=deployment.stack_name,
-        region=deployment.region,
-        endpoint_url=deployment.endpoint_url,
-        resources=deployment.resources,
-        environment=env,
-        outputs=deployment.outputs,
-        event_sources=deployment.event_sources,
-        schedules=deployment.schedules,
-    )
 
 
 @click.group(name="lambda")
@@ -104,28 +58,17 @@ def lambda_(ctx: click.Context) -> None:
     """Run this Celery app on AWS Lambda: local cloud, consumer, operations."""
 
 
-def _local_settings(target: str = DEFAULT_TARGET) -> Settings:
-    """Settings for a command that needs a local endpoint which answers."""
-    if target == "localstack":
-        try:
-            use_localstack()
-        except ConfigurationError as exc:
-            _fail(str(exc))
+for _command in COMMANDS:
+    lambda_.add_command(_command)
+
+
+def _settings(target: str) -> Settings:
+    """The local settings (:func:`devtools.cloud.session.local_settings`), or one clear line and
+    a non-zero exit."""
     try:
-        settings = Settings.from_env()
+        return local_settings(target)
     except ConfigurationError as exc:
         _fail(str(exc))
-    if not settings.endpoint_url:
-        _fail(
-            "AWS_ENDPOINT_URL is not set: this command only talks to a local emulator "
-            "(start one with `celery -A tasks lambda up`); deploy to AWS with `sam deploy`"
-        )
-    if not reachable(settings.endpoint_url):
-        _fail(
-            f"nothing answers at AWS_ENDPOINT_URL={settings.endpoint_url}: "
-            "start the emulator with `celery -A tasks lambda up`"
-        )
-    return settings
 
 
 @lambda_.command("deploy-local")
@@ -140,7 +83,7 @@ def _local_settings(target: str = DEFAULT_TARGET) -> Settings:
 @target_option
 def deploy_local(stack_name: str, template_path: Path | None, target: str) -> None:
     """Create the template's queues, tables and bucket on AWS_ENDPOINT_URL; print the exports."""
-    settings = _local_settings(target)
+    settings = _settings(target)
     try:
         deployment = deploy(settings, stack_name=stack_name, template_path=template_path)
     except CeleryLambdaError as exc:
@@ -151,10 +94,12 @@ def deploy_local(stack_name: str, template_path: Path | None, target: str) -> No
 @lambda_.command()
 @click.option("--port", type=int, default=None, help="Port for the emulator (default: a free one).")
 @click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
-@click.option("--consume/--no-consume", default=True, help="Run the event-source emulator too.")
+@click.option(
+    "--consume/--no-consume", "consuming", default=True, help="Run the event-source emulator too."
+)
 @click.option("--concurrency", type=int, default=1, show_default=True)
 @target_option
-def up(port: int | None, stack_name: str, consume: bool, concurrency: int, target: str) -> None:
+def up(port: int | None, stack_name: str, consuming: bool, concurrency: int, target: str) -> None:
     """Start the embedded emulator, deploy the template, consume through the Lambda handler."""
     try:
         with local_cloud(port, stack_name, target) as deployment:
@@ -167,9 +112,14 @@ def up(port: int | None, stack_name: str, consume: bool, concurrency: int, targe
                 "then publish tasks (and/or run `celery -A tasks worker --loglevel=info`). "
                 "Ctrl-C stops."
             )
-            stop = _stop_on_signals()
-            if consume:
-                _consume(deployment, concurrency=concurrency, stop=stop)
+            stop = stop_on_signals()
+            if consuming:
+                consume(
+                    deployment.event_sources,
+                    handler_from_source,
+                    concurrency=concurrency,
+                    stop=stop,
+                )
             else:
                 stop.wait()
     except ConfigurationError as exc:
@@ -195,47 +145,20 @@ def consume_command(
     target: str,
 ) -> None:
     """Play the SQS event source mapping: poll the template's queues, invoke the handler."""
-    settings = _local_settings(target)
+    settings = _settings(target)
     try:
         deployment = deploy(settings, stack_name=stack_name)
-        stats = _consume(
-            deployment,
+        stats = consume(
+            deployment.event_sources,
+            handler_from_source,
             concurrency=concurrency,
             until_empty=until_empty,
             failed_visibility=failed_visibility,
-            stop=_stop_on_signals(),
+            stop=stop_on_signals(),
         )
     except CeleryLambdaError as exc:
         _fail(str(exc))
     console.print(f"{stats.batches} batches, {stats.records} records, {stats.failures} failed")
-
-
-def _consume(
-    deployment: Deployment,
-    *,
-    concurrency: int,
-    stop: threading.Event,
-    until_empty: bool = False,
-    failed_visibility: int | None = None,
-) -> ConsumeStats:
-    from devtools.cloud.event_source import consume, handler_from_source
-
-    return consume(
-        deployment.event_sources,
-        handler_from_source,
-        concurrency=concurrency,
-        until_empty=until_empty,
-        failed_visibility=failed_visibility,
-        stop=stop,
-    )
-
-
-def _stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (Ctrl-C), for a clean stop."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
 
 
 @lambda_.command()
@@ -243,6 +166,8 @@ def _stop_on_signals() -> threading.Event:
 @click.pass_context
 def demo(ctx: click.Context, target: str) -> None:
     """Start the emulator, publish the brief's examples, run them through the Lambda path."""
+    # Here, not at the top: the demo imports the handler's Powertools, which would otherwise be
+    # paid by every `celery` command (Celery loads its plugins for `celery worker` too).
     from devtools.demo import demo_main
 
     try:
@@ -263,8 +188,6 @@ def demo(ctx: click.Context, target: str) -> None:
 @click.pass_context
 def bench(ctx: click.Context, count: int, pools: tuple[str, ...]) -> None:
     """Drain N tasks.add with a stock worker and the Lambda path: tasks/s, requests per task."""
-    from devtools.bench.drain import POOLS, bench_main
-
     try:
         bench_main(ctx.obj.app, tasks=count, pools=pools or tuple(POOLS))
     except CeleryLambdaError as exc:
@@ -283,8 +206,6 @@ def bench(ctx: click.Context, count: int, pools: tuple[str, ...]) -> None:
 @click.pass_context
 def bench_publish(ctx: click.Context, count: int, round_size: int | None) -> None:
     """Publish N tasks.add as a batched group, an unbatched group and a loop: tasks/s, requests."""
-    from devtools.bench.publish import bench_publish_main
-
     try:
         bench_publish_main(ctx.obj.app, tasks=count, round_size=round_size)
     except CeleryLambdaError as exc:
@@ -295,8 +216,6 @@ def bench_publish(ctx: click.Context, count: int, round_size: int | None) -> Non
 @click.pass_context
 def doctor(ctx: click.Context) -> None:
     """Check template.yaml against the app: consumers, visibility, DLQs, IAM, time limits."""
-    from devtools.checks.doctor import doctor_main
-
     try:
         status = doctor_main(ctx.obj.app)
     except CeleryLambdaError as exc:
@@ -308,8 +227,6 @@ def doctor(ctx: click.Context) -> None:
 @click.option("--runs", type=click.IntRange(min=1), default=7, show_default=True)
 def bench_import(runs: int) -> None:
     """Cold import of handlers.sqs against the bare import of its dependencies (median)."""
-    from devtools.bench.imports import bench_import_main
-
     bench_import_main(runs)
 
 
@@ -318,8 +235,6 @@ def bench_import(runs: int) -> None:
 @click.pass_context
 def schedule_command(ctx: click.Context, count: int) -> None:
     """List the app's beat_schedule: schedule, task, queue, next COUNT runs, last fired slot."""
-    from devtools.ops.schedule import schedule_main
-
     try:
         schedule_main(ctx.obj.app, count=count)
     except CeleryLambdaError as exc:
@@ -332,18 +247,9 @@ def schedule_command(ctx: click.Context, count: int) -> None:
 @click.pass_context
 def revoke_command(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
     """Revoke task, group or workflow-root ids (both consumers check before running)."""
-    from infra.store.revoke import revoke
-
     try:
         recorded = revoke(ctx.obj.app, ids, reason)
     except CeleryLambdaError as exc:
         _fail(str(exc))
     for task_id in recorded:
         click.echo(f"revoked {task_id}")
-
-
-# The operator's commands (queues, inspect, dlq, stats) live in devtools.ops_*; the one slow
-# import they need (Powertools, for `stats`) waits until that command runs.
-from devtools.ops.commands import register as _register_operations  # noqa: E402
-
-_register_operations(lambda_)

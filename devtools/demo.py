@@ -1,6 +1,8 @@
 """``celery -A tasks lambda demo``: the brief's examples, published with plain ``apply_async``
 and consumed through the Lambda path (event-source emulator + ``handlers.sqs.handler``), plus one
-tick of the scheduled function (``handlers.beat.handler``) publishing the app's beat_schedule.
+tick of the app's ``beat_schedule`` as the scheduled function runs it (:mod:`infra.beat.runtime`).
+
+The tasks are the app's own, found by name (:mod:`devtools.examples`): the app comes from ``-A``.
 """
 
 from __future__ import annotations
@@ -18,14 +20,26 @@ from celery.result import AsyncResult, GroupResult, ResultBase
 from rich.console import Console
 from rich.table import Table
 
-from devtools.cli import local_cloud, point_app_at
 from devtools.cloud.deploy import Deployment
 from devtools.cloud.event_source import consume, handler_from_source
-from devtools.cloud.lambda_events import build_scheduled_event, make_context
+from devtools.cloud.session import local_cloud, point_app_at
 from devtools.cloud.targets import DEFAULT_TARGET
+from devtools.examples import (
+    ADD,
+    ALWAYS_FAILS,
+    CREATE_USER,
+    ERROR_HANDLER,
+    FLAKY,
+    UPLOAD_FILES,
+    XSUM,
+    example_tasks,
+)
+from infra.beat.runtime import DEADLINE_MARGIN_SECONDS, beat_for_app
+from infra.core.errors import ScheduleError
 from infra.core.observability import logger
+from infra.core.settings import Settings
 
-__all__ = ["Scenario", "beat_tick", "run_demo", "scenarios"]
+__all__ = ["Scenario", "beat_tick", "demo_main", "run_demo", "scenarios"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +50,18 @@ class Scenario:
     publish: Callable[[], ResultBase]
 
 
-def scenarios() -> list[Scenario]:
-    """The brief's examples (plus a chord), each published with stock Celery calls."""
-    from tasks import add, always_fails, create_user, error_handler, flaky, upload_files, xsum
+def scenarios(app: Any) -> list[Scenario]:
+    """The brief's examples (plus a chord), each published with stock Celery calls.
 
+    Raises:
+        ConfigurationError: the app registers not every example task.
+    """
+    tasks = example_tasks(
+        app, ADD, XSUM, ALWAYS_FAILS, ERROR_HANDLER, UPLOAD_FILES, FLAKY, CREATE_USER
+    )
+    add, xsum, error_handler = tasks[ADD], tasks[XSUM], tasks[ERROR_HANDLER]
+    always_fails, upload_files = tasks[ALWAYS_FAILS], tasks[UPLOAD_FILES]
+    flaky, create_user = tasks[FLAKY], tasks[CREATE_USER]
     return [
         Scenario("add.delay(4, 4)", lambda: add.delay(4, 4)),
         Scenario("link=add.s(16)", lambda: add.apply_async((2, 2), link=add.s(16))),
@@ -57,14 +79,22 @@ def scenarios() -> list[Scenario]:
     ]
 
 
-def beat_tick(deployment: Deployment) -> list[tuple[str, AsyncResult]]:
-    """Invoke the scheduled function once, as EventBridge does; what it published, by entry."""
-    from handlers.beat import handler
+def beat_tick(app: Any, deployment: Deployment) -> list[tuple[str, AsyncResult]]:
+    """One tick of the app's beat per schedule of the template, with the scheduled function's
+    deadline, as EventBridge invokes it; what it published, by entry.
 
+    Raises:
+        ConfigurationError: an entry of ``beat_schedule`` names no task or schedule.
+        ScheduleError: some slot could not be published.
+    """
+    beat = beat_for_app(app, Settings.from_env())
     fired = []
     for source in deployment.schedules:
-        response = handler(build_scheduled_event(source), make_context(source))
-        fired += [(f"beat: {f['entry']}", AsyncResult(f["task_id"])) for f in response["fired"]]
+        report = beat.tick(deadline=time.time() + source.timeout - DEADLINE_MARGIN_SECONDS)
+        if report.failed:
+            names = ", ".join(sorted({f.entry for f in report.failed}))
+            raise ScheduleError(f"{len(report.failed)} scheduled slot(s) not published: {names}")
+        fired += [(f"beat: {f.entry}", AsyncResult(f.task_id, app=app)) for f in report.fired]
     return fired
 
 
@@ -111,15 +141,14 @@ def drain(deployment: Deployment) -> tuple[int, int]:
 def run_demo(app: Any, deployment: Deployment, console: Console) -> Table:
     """Publish every scenario, drain the queues through the Lambda path, tabulate the outcome."""
     point_app_at(app, deployment)
-    published: list[tuple[str, ResultBase]] = [(s.label, s.publish()) for s in scenarios()]
-    emf = io.StringIO()
-    with contextlib.redirect_stdout(emf):
-        scheduled = beat_tick(deployment)
+    published: list[tuple[str, ResultBase]] = [(s.label, s.publish()) for s in scenarios(app)]
+    scheduled = beat_tick(app, deployment)
     published += scheduled
     console.print(
         f"published {len(published) - len(scheduled)} examples and {len(scheduled)} scheduled "
         "task(s) from one beat tick; consuming through the Lambda handler…"
     )
+    emf = io.StringIO()
     with contextlib.redirect_stdout(emf):
         batches, records = drain(deployment)
     _wait([r for _, r in published], timeout=30)

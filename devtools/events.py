@@ -1,31 +1,51 @@
 """Regenerate ``events/``: real Lambda SQS events whose bodies real Celery produced.
 
-``make events`` (``python -m devtools.events``) starts the embedded emulator, publishes the
+``make events`` (``python -m devtools.events [APP]``) starts the embedded emulator, publishes the
 brief's examples with plain ``apply_async``, receives them exactly as the event source mapping
 does and writes one event per file. The files work with ``sam local invoke -e events/<file>``.
+
+The app is named as ``celery -A`` names it (``APP``, else ``CELERY_APP``, else ``tasks:app``) and
+its example tasks are found by name (:mod:`devtools.examples`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from celery.app.utils import find_app
+
 from devtools.cloud.deploy import Deployment, EventSource
 from devtools.cloud.event_source import build_event
+from devtools.cloud.session import local_cloud, point_app_at
+from devtools.examples import (
+    ADD,
+    ALWAYS_FAILS,
+    DUMP_CONTEXT,
+    ERROR_HANDLER,
+    FLAKY,
+    UPLOAD_FILES,
+    example_tasks,
+)
 from infra.core import aws
+from infra.core.errors import CeleryLambdaError
 
-__all__ = ["EVENTS_DIR", "generate"]
+__all__ = ["DEFAULT_APP", "EVENTS_DIR", "generate", "main"]
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+DEFAULT_APP = "tasks:app"
 
 
-def _examples() -> dict[str, Callable[[], list[Any]]]:
+def _examples(app: Any) -> dict[str, Callable[[], list[Any]]]:
     """Event file name → how to publish its records."""
-    from tasks import add, always_fails, dump_context, error_handler, flaky, upload_files
-
+    tasks = example_tasks(app, ADD, ALWAYS_FAILS, DUMP_CONTEXT, ERROR_HANDLER, FLAKY, UPLOAD_FILES)
+    add, always_fails, dump_context = tasks[ADD], tasks[ALWAYS_FAILS], tasks[DUMP_CONTEXT]
+    error_handler, flaky, upload_files = tasks[ERROR_HANDLER], tasks[FLAKY], tasks[UPLOAD_FILES]
     return {
         "add.json": lambda: [add.delay(4, 4)],
         "examples.json": lambda: [
@@ -69,12 +89,17 @@ def _celery_source(deployment: Deployment) -> EventSource:
     return source
 
 
-def generate(deployment: Deployment, out_dir: Path = EVENTS_DIR) -> list[Path]:
-    """Publish every example on the deployment's queues and write its event; the files."""
+def generate(app: Any, deployment: Deployment, out_dir: Path = EVENTS_DIR) -> list[Path]:
+    """Publish every example with ``app`` on the deployment's queues and write its event; the files.
+
+    Raises:
+        ConfigurationError: the app registers not every example task.
+    """
+    publishers = _examples(app)
     source = _celery_source(deployment)
     sqs = aws.client("sqs")
     written = []
-    for name, publish in _examples().items():
+    for name, publish in publishers.items():
         count = len(publish())
         event = build_event(_receive_all(sqs, source.queue_url, count), source, deployment.region)
         path = out_dir / name
@@ -83,15 +108,27 @@ def generate(deployment: Deployment, out_dir: Path = EVENTS_DIR) -> list[Path]:
     return written
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``make events``."""
-    from devtools.cli import local_cloud, point_app_at
-    from tasks import app
-
-    with local_cloud() as deployment:
-        point_app_at(app, deployment)
-        for path in generate(deployment):
-            print(f"wrote {path.relative_to(EVENTS_DIR.parent)}", file=sys.stderr)
+    parser = argparse.ArgumentParser(prog="python -m devtools.events")
+    parser.add_argument(
+        "app",
+        nargs="?",
+        default=os.environ.get("CELERY_APP", DEFAULT_APP),
+        help="the Celery app, as `celery -A` takes it (default: $CELERY_APP, else tasks:app)",
+    )
+    name = parser.parse_args(argv).app
+    try:
+        app = find_app(name)
+    except (ImportError, AttributeError) as exc:
+        parser.error(f"cannot load the app {name!r}: {exc}")
+    try:
+        with local_cloud() as deployment:
+            point_app_at(app, deployment)
+            for path in generate(app, deployment):
+                print(f"wrote {path.relative_to(EVENTS_DIR.parent)}", file=sys.stderr)
+    except CeleryLambdaError as exc:
+        parser.exit(1, f"{parser.prog}: {exc}\n")
 
 
 if __name__ == "__main__":

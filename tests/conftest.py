@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from devtools.cli import deployment_with_credentials, local_cloud, point_app_at
 from devtools.cloud.deploy import Deployment, deploy
 from devtools.cloud.emulator import LOCAL_CREDENTIALS
 from devtools.cloud.localstack import LocalStack
+from devtools.cloud.session import deployment_with_credentials, local_cloud, point_app_at
 from infra.core.settings import Settings
 
 

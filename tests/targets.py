@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from celery import Celery
 
 import tasks
-from devtools.cli import point_app_at
 from devtools.cloud.deploy import Deployment
+from devtools.cloud.session import point_app_at
 from infra.consumer import runtime
 from infra.core import aws
 

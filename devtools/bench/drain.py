@@ -35,10 +35,11 @@ from celery.result import AsyncResult
 from rich.console import Console
 from rich.table import Table
 
-from devtools.cli import local_cloud, point_app_at
 from devtools.cloud.deploy import Deployment, EventSource, deploy
 from devtools.cloud.emulator import request_counts, reset_resources
-from devtools.cloud.event_source import StopSignal
+from devtools.cloud.event_source import StopSignal, consume, handler_from_source
+from devtools.cloud.session import local_cloud, point_app_at
+from devtools.examples import ADD, example_tasks
 from infra.core import aws
 from infra.core.errors import CeleryLambdaError, ConfigurationError
 from infra.core.settings import Settings
@@ -106,7 +107,13 @@ class Bench:
     """Publishes ``tasks`` ``tasks.add`` messages and measures one consumer draining them."""
 
     def __init__(self, app: Any, deployment: Deployment, tasks: int) -> None:
+        """Point ``app`` at the deployment.
+
+        Raises:
+            ConfigurationError: the app registers no ``tasks.add``.
+        """
         self.app = app
+        self.add = example_tasks(app, ADD)[ADD]
         self.tasks = tasks
         self.stack_name = deployment.stack_name
         self.endpoint = deployment.endpoint_url or ""
@@ -114,7 +121,10 @@ class Bench:
         point_app_at(app, deployment)
         self.environment = dict(deployment.environment)
         self.env = {**os.environ, **self.environment}
-        self.queue_url = Settings.from_env(self.env).queue_urls[QUEUE]
+        settings = Settings.from_env(self.env)
+        self.queue_url = settings.queue_urls[QUEUE]
+        self.served_app = settings.app
+        """What the deployed function serves (``CELERY_APP``): the stock worker serves it too."""
         self.source = next(s for s in deployment.event_sources if s.queue_url == self.queue_url)
 
     def redeploy(self) -> None:
@@ -131,16 +141,14 @@ class Bench:
 
     def publish(self) -> tuple[list[str], Run]:
         """Publish the tasks with plain ``delay``; their ids and the publish's own figures."""
-        from tasks import add
-
         request_counts(self.endpoint, reset=True)
         started = time.perf_counter()
-        ids = [add.delay(i, i).id for i in range(self.tasks)]
+        ids = [self.add.delay(i, i).id for i in range(self.tasks)]
         seconds = time.perf_counter() - started
         return ids, Run("publish", self.tasks, seconds, request_counts(self.endpoint, reset=True))
 
     def worker(self, pool: str) -> tuple[Run, Run]:
-        """Drain with ``celery -A tasks worker`` on ``pool``: (publish, drain)."""
+        """Drain with ``celery worker`` on ``pool``, serving ``CELERY_APP``: (publish, drain)."""
         concurrency = POOLS[pool]
         multiplier = math.ceil(PREFETCH_WINDOW / concurrency)
         label = f"worker -P {pool} -c {concurrency} x{multiplier}"
@@ -164,7 +172,7 @@ class Bench:
 
     def _worker_command(self, pool: str, concurrency: int, multiplier: int) -> list[str]:
         return [
-            *(sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", pool),
+            *(sys.executable, "-m", "celery", "-A", self.served_app, "worker", "-P", pool),
             *("--concurrency", str(concurrency), "--prefetch-multiplier", str(multiplier)),
             *("-Q", QUEUE, "--without-gossip", "--without-mingle", "--without-heartbeat"),
             *("--loglevel", "WARNING", "--hostname", f"bench-{pool}@%h"),
@@ -251,8 +259,6 @@ def _consume_child(
     source: EventSource, concurrency: int, stop: StopSignal, results: Connection, claims: bool
 ) -> None:
     """The helper process: consume ``source`` until it is empty or ``stop``; None or the error."""
-    from devtools.cloud.event_source import consume, handler_from_source
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which sets stop
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     os.environ["CELERY_LAMBDA_CLAIMS"] = "on" if claims else "off"
@@ -375,12 +381,13 @@ def bench_main(app: Any, tasks: int = 500, pools: Iterable[str] = tuple(POOLS)) 
     """The whole benchmark: emulator up, template deployed, every consumer measured, printed.
 
     Raises:
-        ConfigurationError: an unknown pool or fewer than one task.
+        ConfigurationError: an unknown pool, fewer than one task, or an app without ``tasks.add``.
         CeleryLambdaError: a consumer failed, stalled, or left a task without SUCCESS.
     """
     pools = list(pools)
     if tasks < 1 or not pools or not set(pools) <= set(POOLS):
         raise ConfigurationError(f"bench needs tasks >= 1 and pools among {sorted(POOLS)}")
+    example_tasks(app, ADD)  # before the emulator starts
     log, out = Console(stderr=True), Console(width=None if sys.stdout.isatty() else 160)
     with local_cloud() as deployment:
         bench = Bench(app, deployment, tasks)

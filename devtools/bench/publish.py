@@ -25,9 +25,10 @@ from rich.console import Console
 from rich.table import Table
 
 from devtools.bench.drain import QUEUE, Run
-from devtools.cli import local_cloud, point_app_at
 from devtools.cloud.deploy import Deployment
 from devtools.cloud.emulator import request_counts
+from devtools.cloud.session import local_cloud, point_app_at
+from devtools.examples import ADD, example_tasks
 from infra.core import aws
 from infra.core.errors import CeleryLambdaError, ConfigurationError
 from infra.core.settings import Settings
@@ -48,12 +49,12 @@ MOTO_NOTE = (
 
 
 def _publish_group(app: Any, count: int) -> None:
-    add = app.tasks["tasks.add"]
+    add = app.tasks[ADD]
     group(add.s(i, i) for i in range(count)).apply_async()
 
 
 def _publish_loop(app: Any, count: int) -> None:
-    add = app.tasks["tasks.add"]
+    add = app.tasks[ADD]
     for i in range(count):
         add.apply_async((i, i))
 
@@ -183,11 +184,13 @@ def bench_publish_main(app: Any, tasks: int = 1000, round_size: int | None = Non
     """The whole benchmark: emulator up, template deployed, each way measured, printed.
 
     Raises:
-        ConfigurationError: fewer than one task, or a round of fewer than one.
+        ConfigurationError: fewer than one task, a round of fewer than one, or an app without
+            ``tasks.add``.
         CeleryLambdaError: a publish left the queue without exactly its number of messages.
     """
     if tasks < 1 or (round_size is not None and round_size < 1):
         raise ConfigurationError("bench-publish needs tasks >= 1 and a round >= 1")
+    example_tasks(app, ADD)  # before the emulator starts
     log, out = Console(stderr=True), Console(width=None if sys.stdout.isatty() else 160)
     with local_cloud() as deployment:
         runs = []

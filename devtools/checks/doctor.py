@@ -13,9 +13,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from devtools.cloud.template import load_template, translate
 from infra.core.limits import ESM_MAX_BATCH_SIZE_FIFO, VISIBILITY_TIMEOUT_FACTOR
 
-__all__ = ["Finding", "diagnose"]
+__all__ = ["Finding", "diagnose", "doctor_main"]
 
 _REFERENCE = re.compile(r"\$\{(\w+)\}")
 WORKER = "WorkerFunction"
@@ -295,11 +299,6 @@ def diagnose(template: Mapping[str, Any], app: Any) -> list[Finding]:
 
 def doctor_main(app: Any) -> int:
     """Print the findings for template.yaml and ``app``; the exit status (1 on any error)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from devtools.cloud.template import load_template, translate
-
     app.loader.import_default_modules()
     app.finalize(auto=True)
     findings = diagnose(translate(load_template()), app)

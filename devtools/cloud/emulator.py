@@ -21,10 +21,11 @@ import urllib.parse
 import urllib.request
 from types import TracebackType
 
-from devtools.cloud.moto_counting import COUNTS_PATH, RESET_PATH
 from infra.core.errors import ConfigurationError
 
 __all__ = [
+    "COUNTS_PATH",
+    "RESET_PATH",
     "Emulator",
     "LOCAL_CREDENTIALS",
     "free_port",
@@ -32,6 +33,11 @@ __all__ = [
     "request_counts",
     "reset_resources",
 ]
+
+COUNTS_PATH = "/_counts"
+"""``GET``: the requests the counting emulator served, by ``service:Operation``."""
+RESET_PATH = "/_counts/reset"
+"""``POST``: the same, cleared in the same step."""
 
 LOCAL_CREDENTIALS = {
     # moto accepts any credentials; boto3 refuses to sign without some.

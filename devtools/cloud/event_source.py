@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +64,7 @@ __all__ = [
     "make_context",
     "parse_batch_response",
     "resolve_handler",
+    "stop_on_signals",
     "visibility_requests",
 ]
 
@@ -88,6 +90,14 @@ class StopSignal(Protocol):
     def is_set(self) -> bool:
         """True once polling must stop."""
         ...
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C), for a clean stop; call from the main thread."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
 
 
 # ---------------------------------------------------------------- outcomes

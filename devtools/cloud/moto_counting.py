@@ -29,9 +29,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import run_simple
+
+from devtools.cloud import moto_fixes
+from devtools.cloud.emulator import COUNTS_PATH, RESET_PATH
+
 __all__ = [
-    "COUNTS_PATH",
-    "RESET_PATH",
     "CountingMiddleware",
     "main",
     "operation_of",
@@ -39,8 +47,6 @@ __all__ = [
     "service_of",
 ]
 
-COUNTS_PATH = "/_counts"
-RESET_PATH = "/_counts/reset"
 UNKNOWN = "Unknown"
 
 Environ = dict[str, Any]
@@ -249,15 +255,6 @@ def _json(start_response: StartResponse, value: object) -> list[bytes]:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve moto's app, counted, as ``python -m moto.server`` does (threaded werkzeug)."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import run_simple
-
-    from devtools.cloud import moto_fixes
-
     moto_fixes.install()
     parser = argparse.ArgumentParser(prog="python -m devtools.cloud.moto_counting")
     parser.add_argument("-H", "--host", default="127.0.0.1")

@@ -16,6 +16,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from moto.dynamodb import models
+from moto.dynamodb.models.table import Table
+
 __all__ = ["install"]
 
 _FIXED = "_celery_lambda_copies_tables_once"
@@ -53,9 +56,6 @@ class _CopyModule:
 
 def install() -> None:
     """Patch moto's DynamoDB backend in this process (idempotent)."""
-    from moto.dynamodb import models
-    from moto.dynamodb.models.table import Table
-
     method = models.DynamoDBBackend.transact_write_items
     if getattr(method, _FIXED, False):
         return

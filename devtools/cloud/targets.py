@@ -7,19 +7,17 @@
   at ``AWS_ENDPOINT_URL_DYNAMODB`` when set (``make localstack`` runs DynamoDB Local there), else
   at LocalStack too. boto3, kombu's SQS transport and the result backends all take these from the
   environment, so the command sets them and everything it runs follows.
+
+:func:`devtools.cloud.session.local_cloud` starts or finds the target and deploys into it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-import click
 from localstack_client.config import get_service_endpoint
 
-from devtools.cloud.deploy import DEFAULT_STACK, Deployment, deploy
 from devtools.cloud.emulator import LOCAL_CREDENTIALS, reachable
 from devtools.cloud.localstack import localstack_health
 from infra.core import aws
@@ -29,9 +27,8 @@ __all__ = [
     "DEFAULT_TARGET",
     "TARGETS",
     "LocalStackEndpoints",
-    "localstack_cloud",
+    "check_localstack",
     "localstack_endpoints",
-    "target_option",
     "use_localstack",
 ]
 
@@ -42,15 +39,6 @@ START_HINT = (
     "start it with `make localstack` (no Docker needed) or `localstack start`, "
     "or point LOCALSTACK_HOST or AWS_ENDPOINT_URL at yours"
 )
-
-target_option = click.option(
-    "--target",
-    type=click.Choice(TARGETS),
-    default=DEFAULT_TARGET,
-    show_default=True,
-    help="moto: the embedded emulator; localstack: a running LocalStack (LOCALSTACK_HOST).",
-)
-"""The ``--target`` option every local-cloud command shares."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +99,3 @@ def use_localstack() -> LocalStackEndpoints:
     os.environ.update(endpoints.environment())
     aws.clear_clients()
     return endpoints
-
-
-@contextmanager
-def localstack_cloud(stack_name: str = DEFAULT_STACK) -> Iterator[Deployment]:
-    """Deploy the template into the running LocalStack; the deployment, with credentials."""
-    from devtools.cli import deployment_with_credentials  # cli imports this module
-
-    use_localstack()
-    yield deployment_with_credentials(deploy(stack_name=stack_name))

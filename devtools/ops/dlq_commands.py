@@ -15,8 +15,9 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from devtools.ops.commands import _emit, _fail, _note, _show, deployment_options, resolve
 from devtools.ops.dlq import DeadLetter, peeked, read_letter
+from devtools.ops.options import deployment_options, resolve
+from devtools.ops.output import emit, fail, note, show
 from devtools.ops.queues import QueuePair, queue_pairs, waiting
 from devtools.ops.redrive import (
     REDRIVE_HIDE_SECONDS,
@@ -56,10 +57,10 @@ def _dlqs(sqs: Any, target: Target, queue_name: str | None) -> list[_Dlq]:
         chosen = [p for p in pairs if queue_name in (None, p.name)]
         if not chosen:
             known = ", ".join(p.name for p in pairs) or "none"
-            _fail(f"no queue {queue_name!r} with a dead-letter queue (queues with one: {known})")
+            fail(f"no queue {queue_name!r} with a dead-letter queue (queues with one: {known})")
         return [_Dlq(p, p.dlq_url, waiting(sqs, p.dlq_url)) for p in chosen if p.dlq_url]
     except CeleryLambdaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _names(dlqs: list[_Dlq]) -> str:
@@ -93,13 +94,13 @@ def dlq_list(
             if len(letters) >= limit:
                 break
     except CeleryLambdaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
-        _emit({"messages": [{"queue": q, **letter.as_json()} for q, letter in letters]})
+        emit({"messages": [{"queue": q, **letter.as_json()} for q, letter in letters]})
     elif letters:
-        _show(dead_letters_table(letters))
+        show(dead_letters_table(letters))
     else:
-        _note("the dead-letter queues are empty")
+        note("the dead-letter queues are empty")
 
 
 @dlq.command("show")
@@ -107,7 +108,7 @@ def dlq_list(
 @queue_option
 @deployment_options
 @click.pass_context
-def dlq_show(
+def dlqshow(
     ctx: click.Context, message_id: str, queue_name: str | None, stack: str | None, as_json: bool
 ) -> None:
     """One DLQ message in full: body, attributes, the decoded task (offloaded bodies fetched)."""
@@ -128,13 +129,13 @@ def dlq_show(
                     queue, letter = d.pair.name, read_letter(found[0], d.url, accept, fetch, limit)
                     break
         else:
-            _fail(f"no message {message_id} in the dead-letter queues (unknown, or moved since)")
+            fail(f"no message {message_id} in the dead-letter queues (unknown, or moved since)")
     except CeleryLambdaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
-        _emit({"queue": queue, **letter.as_json(full=True)})
+        emit({"queue": queue, **letter.as_json(full=True)})
     else:
-        _show(dead_letter_panel(letter))
+        show(dead_letter_panel(letter))
 
 
 @dlq.command("redrive")
@@ -151,10 +152,10 @@ def dlq_redrive(
     dlqs = [d for d in everything if d.waiting]
     if not dlqs:
         if ids:
-            _fail(f"no message {', '.join(ids)}: the dead-letter queues are empty")
-        _note(f"nothing to redrive: the dead-letter queues of {_names(everything)} are empty")
+            fail(f"no message {', '.join(ids)}: the dead-letter queues are empty")
+        note(f"nothing to redrive: the dead-letter queues of {_names(everything)} are empty")
         if as_json:
-            _emit({**RedriveResult().as_json(), "unknown": []})
+            emit({**RedriveResult().as_json(), "unknown": []})
         return
     sources = sources_by_dlq([d.pair for d in everything])
     columns = (TextColumn("redrive"), BarColumn(), MofNCompleteColumn())
@@ -163,7 +164,7 @@ def dlq_redrive(
         try:
             result = _redrive(sqs, dlqs, sources, target, ids, lambda n: progress.advance(bar, n))
         except CeleryLambdaError as exc:
-            _fail(
+            fail(
                 f"redrive interrupted: {exc}; the messages being moved reappear in their DLQ "
                 f"within {REDRIVE_HIDE_SECONDS} s: run it again (a task sent twice runs once)"
             )
@@ -193,13 +194,13 @@ def _redrive(
 def _report(result: RedriveResult, ids: tuple[str, ...], as_json: bool) -> None:
     unknown = sorted(set(ids) - set(result.moved) - {i for i, _ in result.kept})
     if as_json:
-        _emit({**result.as_json(), "unknown": unknown})
+        emit({**result.as_json(), "unknown": unknown})
     else:
-        _note(f"{len(result.moved)} message(s) sent back to their queue")
+        note(f"{len(result.moved)} message(s) sent back to their queue")
         for message_id, reason in result.kept:
-            _note(f"[yellow]kept[/] {message_id}: {reason}")
+            note(f"[yellow]kept[/] {message_id}: {reason}")
     if unknown:
-        _fail(f"no message {', '.join(unknown)} in the dead-letter queues")
+        fail(f"no message {', '.join(unknown)} in the dead-letter queues")
     if result.kept:
         raise click.exceptions.Exit(1)
 
@@ -215,7 +216,7 @@ def dlq_purge(queue_name: str | None, yes: bool, stack: str | None) -> None:
     everything = _dlqs(sqs, target, queue_name)
     dlqs = [d for d in everything if d.waiting]
     if not dlqs:
-        _note(f"nothing to purge: the dead-letter queues of {_names(everything)} are empty")
+        note(f"nothing to purge: the dead-letter queues of {_names(everything)} are empty")
         return
     summary = ", ".join(f"{d.waiting} in {d.pair.name}'s DLQ" for d in dlqs)
     if not yes:
@@ -223,6 +224,6 @@ def dlq_purge(queue_name: str | None, yes: bool, stack: str | None) -> None:
     try:
         for d in dlqs:
             purge(sqs, d.url)
-            _note(f"purged {d.pair.name}'s DLQ")
+            note(f"purged {d.pair.name}'s DLQ")
     except CeleryLambdaError as exc:
-        _fail(str(exc))
+        fail(str(exc))

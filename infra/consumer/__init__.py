@@ -1,6 +1,8 @@
 """The Lambda path: one SQS record through decode, resolve, gate, claim, run, report.
 
-The pipeline (:mod:`~infra.consumer.pipeline`) and its steps: record bodies
+The consumer of a whole SQS event (:mod:`~infra.consumer.batch`), the pipeline
+(:mod:`~infra.consumer.pipeline`), what it talks to as Protocols (:mod:`~infra.consumer.seams`:
+claims, rate limiter, result writer, queue) and its steps: record bodies
 (:mod:`~infra.consumer.bodies`), the gate (:mod:`~infra.consumer.gate`), Celery's tracer under
 time limits (:mod:`~infra.consumer.runner`, :mod:`~infra.consumer.timelimits`), the memory guard
 (:mod:`~infra.consumer.memory`), hand-backs (:mod:`~infra.consumer.handback`), per-record metrics
@@ -11,6 +13,7 @@ May import: :mod:`infra.core`, :mod:`infra.wire`, :mod:`infra.store`.
 """
 
 __all__ = [
+    "batch",
     "bodies",
     "gate",
     "handback",
@@ -19,6 +22,7 @@ __all__ = [
     "record_metrics",
     "runner",
     "runtime",
+    "seams",
     "settlement",
     "timelimits",
 ]

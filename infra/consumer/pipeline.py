@@ -19,10 +19,11 @@ from celery import states
 
 from infra.consumer.bodies import RecordBodies
 from infra.consumer.gate import Delay, Expired, Run, decide
-from infra.consumer.handback import hand_back
+from infra.consumer.handback import Requeuer
 from infra.consumer.memory import MemoryGuard, budget_bytes
 from infra.consumer.record_metrics import note, note_outcome, note_received, note_start
 from infra.consumer.runner import Outcome, Runner
+from infra.consumer.seams import Claims, Pacer
 from infra.consumer.settlement import Settlement
 from infra.consumer.timelimits import DeadlineReached
 from infra.core.errors import CeleryLambdaError, MessageDecodeError, StoreError, UnknownTaskError
@@ -44,9 +45,8 @@ from infra.core.observability import (
     tracer,
 )
 from infra.core.settings import Settings
-from infra.store.claim_requests import Claimed, ClaimOutcome, ClaimRequest, Held, Revoked, Terminal
-from infra.store.claims import BatchClaims
-from infra.store.ratelimit import RateLimiter, interval_of
+from infra.store.claim_requests import RUN, Action, ClaimRequest, Step, action_for
+from infra.store.ratelimit import interval_of
 from infra.wire.offload import PayloadMissing
 from infra.wire.protocol import TaskMessage
 from infra.wire.timing import aware
@@ -119,10 +119,12 @@ class Pipeline:
     settings: Settings
     outcomes: Settlement
     """The batch's records and their outcomes, written together when it ends."""
+    requeue: Requeuer
+    """Hands records back to SQS: not yet due, or without a turn under their rate limit."""
     clock: Callable[[], datetime] = utcnow
-    claims: BatchClaims | None = None
+    claims: Claims | None = None
     """None: no claims (the app's result backend is not the results table)."""
-    limiter: RateLimiter | None = None
+    limiter: Pacer | None = None
     """Paces tasks with a ``rate_limit`` across consumers; None: rate limits are not enforced."""
     memory: MemoryGuard = field(default_factory=MemoryGuard)
     hooks: Hooks = field(default_factory=Hooks)
@@ -258,28 +260,23 @@ class Pipeline:
             eta = aware(message.eta, self.app.timezone)
             assert eta is not None  # a Delay verdict has an ETA
             wait = (eta - now).total_seconds()
-            hand_back(
-                message,
-                record,
-                verdict.seconds,
-                "task not yet due",
-                self.settings,
-                hold_seconds=wait,
-            )
+            self.requeue.hand_back(message, record, wait, "task not yet due")
             return Outcome(states.PENDING, 0.0)
         return self._run(message, record, context)
 
-    def _claim(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> ClaimOutcome:
+    def _claim(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> Action:
+        """What the task's claim says to do (run it when there are no claims)."""
         if self.claims is None:
-            return Claimed()
+            return RUN
         try:
-            return self.claims.outcome(
+            claim = self.claims.outcome(
                 record["messageId"], _claim_request(message), _owner(context), _lease_until(context)
             )
         except StoreError:
             metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
             logger.exception("claiming the task failed; the record goes back to SQS")
             raise
+        return action_for(claim)
 
     def _claimed_or_settled(
         self, message: TaskMessage, record: Mapping[str, Any], context: Any
@@ -287,21 +284,26 @@ class Pipeline:
         """None when this consumer may run the task; otherwise how the record was settled."""
         waiting = self.outcomes.pending(message.task_id)
         if waiting is not None:  # ran earlier in this batch; its outcome is not written yet
+            return self._settle(message, Action(Step.ACK_DUPLICATE, state=waiting))
+        return self._settle(message, self._claim(message, record, context))
+
+    def _settle(self, message: TaskMessage, action: Action) -> Outcome | None:
+        """Act on a claim's answer: None to run the task, else the record's outcome.
+
+        Raises:
+            RecordClaimedElsewhere: another consumer runs it; the record comes back later.
+        """
+        if action.step is Step.ACK_DUPLICATE:
             note(message, METRIC_DUPLICATE)
-            logger.info("task already finished: acked without running", state=waiting)
-            return Outcome(waiting, 0.0, "duplicate")
-        claim = self._claim(message, record, context)
-        if isinstance(claim, Terminal):
-            note(message, METRIC_DUPLICATE)
-            logger.info("task already finished: acked without running", state=claim.state)
-            return Outcome(claim.state, 0.0, "duplicate")
-        if isinstance(claim, Held):
+            logger.info("task already finished: acked without running", state=action.state)
+            return Outcome(str(action.state), 0.0, "duplicate")
+        if action.step is Step.HAND_BACK:
             note(message, METRIC_CLAIM_HELD)
-            logger.info("task is running elsewhere: record comes back later", owner=claim.owner)
-            raise RecordClaimedElsewhere(f"claimed by {claim.owner} until {claim.lease_until}")
-        if isinstance(claim, Revoked):
+            logger.info("task is running elsewhere: record comes back later", owner=action.by)
+            raise RecordClaimedElsewhere(f"claimed by {action.by} until {action.until}")
+        if action.step is Step.RECORD_REVOKED:
             note(message, METRIC_REVOKED)
-            logger.info("task revoked: REVOKED, not run", revoked_id=claim.by)
+            logger.info("task revoked: REVOKED, not run", revoked_id=action.by)
             return self.runner.revoke(message, "revoked")
         return None
 
@@ -318,15 +320,15 @@ class Pipeline:
             return True
         budget = self._remaining(context) - MIN_RUN_SECONDS
         try:
-            wait = self.limiter.wait_turn(message.task_name, interval, budget)
+            back = self.limiter.take_turn(message.task_name, interval, budget)
         except StoreError:
             metrics.add_metric(name=METRIC_MACHINERY_FAILED, unit=MetricUnit.Count, value=1)
             logger.exception("the rate limit could not be checked; the record goes back to SQS")
             raise
-        if wait == 0.0:
+        if back is None:
             return True
         note(message, METRIC_RATE_LIMITED)
-        hand_back(message, record, wait, "task over its rate limit", self.settings)
+        self.requeue.hand_back(message, record, back.seconds, "task over its rate limit")
         return False
 
     def _run(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> Outcome:
@@ -339,9 +341,12 @@ class Pipeline:
         self.outcomes.started(message.task_id, record["messageId"])
         before = self.memory.measure()
         try:
-            with tracer.provider.in_subsegment(f"## {message.task_name}"):
+            with tracer().provider.in_subsegment(f"## {message.task_name}"):
                 outcome = self.runner.run(
-                    message, deadline=self._remaining(context), consumer=_owner(context)
+                    message,
+                    deadline=self._remaining(context),
+                    consumer=_owner(context),
+                    results=self.outcomes.deferring,
                 )
         except DeadlineReached as exc:
             metrics.add_metric(name=METRIC_DEFERRED, unit=MetricUnit.Count, value=1)

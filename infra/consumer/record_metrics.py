@@ -1,27 +1,26 @@
 """What the Lambda pipeline tells CloudWatch about each record: per-task metrics (dimensions task
-name and queue, one EMF line per pair per invocation) and the "task finished" log line."""
+name and queue, one EMF line per pair per invocation) and the "task finished" log line, built
+from :mod:`infra.core.observability` as the worker's signals build theirs."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Final
-
-from celery import states
+from typing import Any
 
 from infra.consumer.runner import Outcome
 from infra.core.observability import (
-    METRIC_DURATION,
     METRIC_ETA_LAG,
-    METRIC_FAILED,
     METRIC_PAYLOAD_SIZE,
     METRIC_QUEUE_WAIT,
     METRIC_RECEIVED,
-    METRIC_RETRIED,
     METRIC_STARTED,
-    METRIC_SUCCEEDED,
+    TASK_FINISHED,
     MetricUnit,
+    eta_lag_ms,
     logger,
+    outcome_fields,
+    outcome_metrics,
     task_metrics,
 )
 from infra.wire.offload import SIZE_ATTRIBUTE
@@ -29,12 +28,6 @@ from infra.wire.protocol import TaskMessage
 from infra.wire.timing import aware
 
 __all__ = ["note", "note_outcome", "note_received", "note_start"]
-
-_STATE_METRICS: Final = {
-    states.SUCCESS: METRIC_SUCCEEDED,
-    states.FAILURE: METRIC_FAILED,
-    states.RETRY: METRIC_RETRIED,
-}
 
 
 def note(
@@ -62,23 +55,20 @@ def note_start(message: TaskMessage, record: Mapping[str, Any], timezone: Any) -
         note(message, METRIC_QUEUE_WAIT, wait, MetricUnit.Milliseconds)
     eta = aware(message.eta, timezone)
     if eta is not None:
-        lag = max(now - eta.timestamp(), 0) * 1000
-        note(message, METRIC_ETA_LAG, lag, MetricUnit.Milliseconds)
+        note(message, METRIC_ETA_LAG, eta_lag_ms(eta, now), MetricUnit.Milliseconds)
 
 
 def note_outcome(message: TaskMessage, outcome: Outcome) -> None:
     """A task that ran: its state counted, its duration, and one "task finished" line."""
-    name = _STATE_METRICS.get(outcome.state)
-    if name:
-        note(message, name)
     duration_ms = outcome.duration * 1000
-    note(message, METRIC_DURATION, duration_ms, MetricUnit.Milliseconds)
-    logger.info(
-        "task finished",
+    for name, unit, value in outcome_metrics(outcome.state, duration_ms):
+        note(message, name, value, unit)
+    fields = outcome_fields(
         state=outcome.state,
-        duration_ms=round(duration_ms, 1),
-        exception=outcome.exception,
+        duration_ms=duration_ms,
         queue=message.queue,
         root_id=message.root_id,
         parent_id=message.parent_id,
+        exception=outcome.exception,
     )
+    logger.info(TASK_FINISHED, extra=fields)

@@ -3,7 +3,8 @@
 The request context is built exactly like ``celery.worker.request.Request`` builds it (headers,
 properties, ``delivery_info``, embed), so ``bind=True``/``self.request``, ``update_state``,
 ``retry``, ``link``/``link_error``, chains, chords, signals and ``Task`` hooks behave as on a
-worker.
+worker. A batch's result writer travels the same way: named in the request, it is handed to the
+result backend with every write of the task's outcome (no thread-local state).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from celery.app.trace import build_tracer
 from celery.signals import task_failure, task_revoked
 from celery.utils.log import get_logger
 
+from infra.consumer.seams import OutcomeWriter
 from infra.consumer.timelimits import HardTimeLimitReached, time_limits
 from infra.core.errors import UnknownTaskError
-from infra.store.items import CLAIMED_BY_CONSUMER, CONSUMER_REQUEST_KEY
+from infra.store.items import CLAIMED_BY_CONSUMER, CONSUMER_REQUEST_KEY, RESULT_BATCH_KEY
 from infra.wire.protocol import TaskMessage
 
 __all__ = ["Outcome", "Runner"]
@@ -61,10 +63,16 @@ class Runner:
         except KeyError:
             raise UnknownTaskError(message.message_id, message.task_name) from None
 
-    def request(self, message: TaskMessage, consumer: str | None = None) -> dict[str, Any]:
+    def request(
+        self,
+        message: TaskMessage,
+        consumer: str | None = None,
+        results: OutcomeWriter | None = None,
+    ) -> dict[str, Any]:
         """The request dict a worker's ``Request`` would hand to the tracer.
 
-        ``consumer`` names the invocation running it (recorded with the result).
+        ``consumer`` names the invocation running it (recorded with the result); ``results`` is
+        the batch its SUCCESS/FAILURE writes go to (None: written as the task ends).
         """
         props = message.properties
         info = props.get("delivery_info") or {}
@@ -85,10 +93,16 @@ class Runner:
             "loglevel": None,
             "logfile": None,
             "is_eager": False,
-            CLAIMED_BY_CONSUMER: True,
-            CONSUMER_REQUEST_KEY: consumer,
         }
         request.update(message.embed)
+        # Celery reads every key it does not know as a custom header and copies it into the
+        # messages the task publishes again (retry, replace): fix the custom headers before our
+        # keys join, so a retried task carries no claim, invocation or batch of this run.
+        request["headers"] = Context(request).headers or {}
+        request[CLAIMED_BY_CONSUMER] = True
+        request[CONSUMER_REQUEST_KEY] = consumer
+        if results is not None:
+            request[RESULT_BATCH_KEY] = results
         return request
 
     def limits(self, message: TaskMessage) -> tuple[float | None, float | None]:
@@ -101,9 +115,15 @@ class Runner:
         return soft, hard
 
     def run(
-        self, message: TaskMessage, *, deadline: float | None = None, consumer: str | None = None
+        self,
+        message: TaskMessage,
+        *,
+        deadline: float | None = None,
+        consumer: str | None = None,
+        results: OutcomeWriter | None = None,
     ) -> Outcome:
-        """Trace the task; ``deadline`` is seconds until the invocation must stop it.
+        """Trace the task; ``deadline`` is seconds until the invocation must stop it, ``results``
+        the batch its outcome is written with (see :meth:`request`).
 
         Raises:
             UnknownTaskError: the task is not registered.
@@ -123,10 +143,11 @@ class Runner:
                     message.task_id,
                     list(message.args),
                     message.kwargs,
-                    self.request(message, consumer),
+                    self.request(message, consumer, results),
                 )
         except HardTimeLimitReached as exc:
-            return self._hard_timeout(message, exc.seconds, time.monotonic() - started)
+            duration = time.monotonic() - started
+            return self._hard_timeout(message, exc.seconds, duration, results)
         finally:
             _set_task_join_will_block(would_block)
         duration = time.monotonic() - started
@@ -150,10 +171,12 @@ class Runner:
         )
         return Outcome(states.REVOKED, 0.0, reason)
 
-    def _hard_timeout(self, message: TaskMessage, seconds: float, duration: float) -> Outcome:
+    def _hard_timeout(
+        self, message: TaskMessage, seconds: float, duration: float, results: OutcomeWriter | None
+    ) -> Outcome:
         """FAILURE with TimeLimitExceeded, hooks and signal, as a worker's parent records it."""
         task = self.task(message)
-        context = Context(self.request(message))
+        context = Context(self.request(message, results=results))
         exc = TimeLimitExceeded(seconds)
         logger.error(
             "Hard time limit (%ss) exceeded for %s[%s]", seconds, task.name, message.task_id

@@ -1,4 +1,5 @@
-"""One SQS batch's records whose outcomes wait in a :class:`~infra.store.result_batch.ResultBatch`.
+"""One SQS batch's records whose outcomes wait in its result writer (a
+:class:`~infra.store.result_batch.ResultBatch`, which the runner names in each task's request).
 
 A record is acked when the handler returns, so a record whose task ran but whose outcome is not
 stored yet must not be lost with it: :meth:`Settlement.settle` writes the batch's outcomes before
@@ -15,9 +16,9 @@ from typing import Any
 
 from infra.consumer.bodies import RecordBodies
 from infra.consumer.runner import Outcome
+from infra.consumer.seams import OutcomeWriter
 from infra.core.observability import METRIC_MACHINERY_FAILED, MetricUnit, logger, metrics
 from infra.core.settings import Settings
-from infra.store.result_batch import ResultBatch
 from infra.wire.requeue import is_fifo
 
 __all__ = ["Settlement"]
@@ -27,22 +28,24 @@ __all__ = ["Settlement"]
 class Settlement:
     """The records of the open batch, and the outcomes they wait for."""
 
-    app: Any
     settings: Settings
-    results: ResultBatch | None = None
+    results: OutcomeWriter | None = None
     """Writes a batch's outcomes together; None: each outcome is written as its task ends."""
+    deferring: OutcomeWriter | None = None
+    """Where the open batch's SUCCESS/FAILURE writes go: ``results``, except on FIFO queues."""
     _message_ids: dict[str, str] = field(default_factory=dict)
     """Task id → id of the record that ran it in this batch."""
     _unsettled: list[tuple[str, Mapping[str, Any], Outcome]] = field(default_factory=list)
     """Records whose outcome waits in ``results``: their offloaded bodies are kept until then."""
 
     def open(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Defer this batch's SUCCESS/FAILURE writes to ``results`` (not on FIFO queues)."""
+        """Defer this batch's SUCCESS/FAILURE writes to ``results`` (not on FIFO queues: a failed
+        write would report a record whose group's later records already ran)."""
         self._message_ids.clear()
         self._unsettled.clear()
-        if self.results is not None:
-            fifo = bool(records) and is_fifo(records[0])
-            self.app.backend.defer_to(None if fifo else self.results)
+        self.deferring = self.results
+        if self.results is not None and records and is_fifo(records[0]):
+            self.deferring = None
 
     def pending(self, task_id: str) -> str | None:
         """The state of ``task_id`` when it ran in this batch and its outcome is not written yet."""
@@ -61,9 +64,9 @@ class Settlement:
 
     def settle(self) -> list[str]:
         """Write the batch's deferred outcomes; the ids of records whose outcome was not stored."""
+        self.deferring = None
         if self.results is None:
             return []
-        self.app.backend.defer_to(None)
         failed = self.results.flush()
         unstored = []
         for task_id, reason in failed.items():

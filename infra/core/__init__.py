@@ -3,7 +3,8 @@
 Settings resolved once from the environment (:mod:`~infra.core.settings`), the one error tree
 (:mod:`~infra.core.errors`), the AWS limits we design around (:mod:`~infra.core.limits`), the one
 factory of AWS clients (:mod:`~infra.core.aws`), the metric and log vocabulary
-(:mod:`~infra.core.observability`), user record hooks (:mod:`~infra.core.hooks`), the Celery
+(:mod:`~infra.core.observability`), SQS queue identities (:mod:`~infra.core.queues`: FIFO or
+not), user record hooks (:mod:`~infra.core.hooks`), the Celery
 settings every served app gets (:mod:`~infra.core.config`) and the loader of the served app
 (:mod:`~infra.core.apps`).
 
@@ -19,5 +20,6 @@ __all__ = [
     "hooks",
     "limits",
     "observability",
+    "queues",
     "settings",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from infra.core.settings import Settings
+from infra.core.settings import Settings, current
 
 __all__ = ["RETRY_CONFIG", "client", "clear_clients"]
 
@@ -28,8 +28,11 @@ _clients: dict[tuple[str, str | None, str], Any] = {}
 
 
 def client(service: str, settings: Settings | None = None) -> Any:
-    """Return a shared boto3 client for ``service`` configured from ``settings``."""
-    settings = settings or Settings.from_env()
+    """Return a shared boto3 client for ``service`` configured from ``settings``.
+
+    Without ``settings``: the process's (:func:`infra.core.settings.current`).
+    """
+    settings = settings or current()
     key = (service, settings.endpoint_for(service), settings.region)
     with _lock:
         if key not in _clients:
@@ -43,6 +46,8 @@ def client(service: str, settings: Settings | None = None) -> Any:
 
 
 def clear_clients() -> None:
-    """Forget every cached client (tests that switch endpoints)."""
+    """Forget every cached client and the process's settings (tools and tests that switch
+    endpoints: the next client is made from the environment as it is then)."""
     with _lock:
         _clients.clear()
+    current.cache_clear()

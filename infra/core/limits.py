@@ -7,6 +7,27 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = [
+    "DYNAMODB_MAX_BATCH_GET_ITEMS",
+    "DYNAMODB_MAX_BATCH_WRITE_ITEMS",
+    "DYNAMODB_MAX_ITEM_BYTES",
+    "DYNAMODB_MAX_TRANSACT_ITEMS",
+    "ESM_MAX_BATCH_SIZE_FIFO",
+    "ESM_MAX_BATCH_SIZE_STANDARD",
+    "LAMBDA_MAX_SYNC_PAYLOAD_BYTES",
+    "LAMBDA_MAX_TIMEOUT_SECONDS",
+    "S3_MAX_PUT_BYTES",
+    "SQS_BILLING_CHUNK_BYTES",
+    "SQS_FIFO_DEDUPLICATION_SECONDS",
+    "SQS_MAX_BATCH_ENTRIES",
+    "SQS_MAX_BATCH_PAYLOAD_BYTES",
+    "SQS_MAX_DELAY_SECONDS",
+    "SQS_MAX_MESSAGE_BYTES",
+    "SQS_MAX_VISIBILITY_SECONDS",
+    "SQS_MAX_WAIT_TIME_SECONDS",
+    "VISIBILITY_TIMEOUT_FACTOR",
+]
+
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
 SQS_MAX_MESSAGE_BYTES: Final = 1024 * 1024
 """Largest SQS message body plus attributes (1 MiB since August 2025)."""

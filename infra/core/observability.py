@@ -1,4 +1,5 @@
-"""The observability vocabulary: metric names, units and the log fields every line carries.
+"""The observability vocabulary: metric names, units and the log fields every line carries, and
+what a task that ran emits on either consumer (:func:`outcome_metrics`, :func:`outcome_fields`).
 
 One module so that the dashboard in ``template.yaml`` and the code agree on names; Powertools
 objects are created here once (Logger and Metrics read their service and namespace from
@@ -7,12 +8,16 @@ objects are created here once (Logger and Metrics read their service and namespa
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import MappingProxyType
 from typing import Final
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from celery import states
 
 __all__ = [
     "CONSUMER_METRICS",
@@ -45,9 +50,18 @@ __all__ = [
     "METRIC_REVOKED",
     "METRIC_SUCCEEDED",
     "METRIC_UNKNOWN_TASK",
+    "METRIC_FOR_STATE",
+    "NAMESPACE",
+    "SERVICE",
+    "TASK_FINISHED",
     "MetricUnit",
+    "MetricValue",
+    "eta_lag_ms",
     "logger",
     "metrics",
+    "outcome_fields",
+    "outcome_metrics",
+    "revoked_metric",
     "task_metrics",
     "tracer",
 ]
@@ -133,9 +147,30 @@ DIMENSION_QUEUE: Final = "queue"
 LOG_KEYS: Final = ("task_id", "task_name", "message_id", "receive_count")
 """Keys appended to every log line while a record is processed."""
 
+METRIC_FOR_STATE: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        states.SUCCESS: METRIC_SUCCEEDED,
+        states.FAILURE: METRIC_FAILED,
+        states.RETRY: METRIC_RETRIED,
+    }
+)
+"""The count a task that ran adds to, by the state it ended in (other states: none)."""
+TASK_FINISHED: Final = "task finished"
+"""The line both consumers write once per task that ran."""
+
+MetricValue = tuple[str, MetricUnit, float]
+"""One value of a per-task metric: ``(name, unit, value)``."""
+
 logger = Logger(service=SERVICE, use_rfc3339=True)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+
+
+@functools.cache
+def tracer() -> Tracer:
+    """The X-Ray tracer, made on first use: making it patches boto3 and creates the SDK's own
+    sampling client, which importing the handler must not (the pipeline makes it when it is
+    built, before the app or any client)."""
+    return Tracer(service=SERVICE)
 
 
 class TaskMetrics:
@@ -168,3 +203,43 @@ class TaskMetrics:
 
 
 task_metrics = TaskMetrics()
+
+
+def outcome_metrics(state: str | None, duration_ms: float) -> list[MetricValue]:
+    """What a task that ran counts: its ending state (:data:`METRIC_FOR_STATE`), its duration."""
+    values: list[MetricValue] = []
+    name = METRIC_FOR_STATE.get(state or "")
+    if name:
+        values.append((name, MetricUnit.Count, 1.0))
+    values.append((METRIC_DURATION, MetricUnit.Milliseconds, duration_ms))
+    return values
+
+
+def outcome_fields(
+    state: str | None,
+    duration_ms: float,
+    *,
+    queue: str | None,
+    root_id: str | None,
+    parent_id: str | None,
+    **more: object,
+) -> dict[str, object]:
+    """The fields of the :data:`TASK_FINISHED` line; ``more``: what only one consumer knows."""
+    return {
+        "state": state,
+        "duration_ms": round(duration_ms, 1),
+        "queue": queue,
+        "root_id": root_id,
+        "parent_id": parent_id,
+        **more,
+    }
+
+
+def revoked_metric(expired: bool) -> str:
+    """The count of a task recorded REVOKED without running: expired, or revoked."""
+    return METRIC_EXPIRED if expired else METRIC_REVOKED
+
+
+def eta_lag_ms(eta: datetime, now: float) -> float:
+    """Milliseconds a task started after its (aware) ETA; 0 when it started on time."""
+    return max(now - eta.timestamp(), 0) * 1000

@@ -2,11 +2,14 @@
 
 ``Settings.from_env`` is pure: it reads a mapping (``os.environ`` in production, a dict in tests),
 validates it and returns a :class:`Settings`. Nothing else in the project reads the environment
-for these names.
+for these names. :func:`current` is this process's settings, resolved on first use; the objects
+built from them (the Lambda pipeline, the scheduled tick, the result backend) are handed theirs
+when they are built and pass them down.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -15,8 +18,24 @@ from types import MappingProxyType
 
 from infra.core.errors import ConfigurationError
 from infra.core.limits import S3_MAX_PUT_BYTES, SQS_MAX_MESSAGE_BYTES
+from infra.core.queues import is_fifo_queue
 
-__all__ = ["DEFAULT_REGION", "Settings"]
+__all__ = [
+    "DEFAULT_APP",
+    "DEFAULT_BEAT_CATCHUP_SECONDS",
+    "DEFAULT_BROKER_URL",
+    "DEFAULT_FIFO_GROUP",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_REGION",
+    "DEFAULT_RESULTS_BUCKET",
+    "DEFAULT_RESULTS_TABLE",
+    "DEFAULT_RESULT_FLUSH_MS",
+    "DEFAULT_USERS_TABLE",
+    "DEFAULT_WORKER_MAX_MEMORY_KIB",
+    "MIN_OFFLOAD_THRESHOLD_BYTES",
+    "Settings",
+    "current",
+]
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_APP = "tasks:app"
@@ -51,7 +70,7 @@ def _queue_urls(raw: str | None) -> Mapping[str, str]:
             'CELERY_QUEUE_URLS must be a JSON object of {"queue name": "queue URL"} strings'
         )
     for name, url in parsed.items():
-        if name.endswith(".fifo") != url.endswith(".fifo"):
+        if is_fifo_queue(name) != is_fifo_queue(url):
             raise ConfigurationError(
                 f"CELERY_QUEUE_URLS: queue {name!r} and its URL {url!r} disagree on FIFO "
                 "(a FIFO queue's name and URL both end in .fifo)"
@@ -199,3 +218,16 @@ class Settings:
     def endpoint_for(self, service: str) -> str | None:
         """The endpoint for ``service``: ``AWS_ENDPOINT_URL_<SERVICE>`` first, as boto3 does."""
         return self.service_endpoints.get(service.lower()) or self.endpoint_url
+
+
+@functools.cache
+def current() -> Settings:
+    """This process's settings, resolved from ``os.environ`` on first use.
+
+    Tools and tests that re-point the process at another cloud forget them with
+    ``current.cache_clear()`` (:func:`infra.core.aws.clear_clients` does it too).
+
+    Raises:
+        ConfigurationError: as :meth:`Settings.from_env`.
+    """
+    return Settings.from_env()

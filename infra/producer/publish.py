@@ -30,8 +30,9 @@ from infra.core.limits import (
     SQS_MAX_BATCH_PAYLOAD_BYTES,
     SQS_MAX_DELAY_SECONDS,
 )
+from infra.core.queues import is_fifo_queue
 from infra.wire.offload import Pointer, size_attribute
-from infra.wire.timing import delay_for
+from infra.wire.timing import delay_for, zoned_time
 
 __all__ = [
     "PublishOptions",
@@ -78,16 +79,8 @@ def message_delay(message: Mapping[str, Any], now: datetime) -> int | None:
     explicit = _explicit_delay(message.get("properties") or {})
     if explicit is not None:
         return explicit
-    raw = (message.get("headers") or {}).get("eta")
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        eta = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    if eta.tzinfo is None:
-        return None
-    return delay_for(eta, now)
+    eta = zoned_time((message.get("headers") or {}).get("eta"))
+    return None if eta is None else delay_for(eta, now)
 
 
 def deduplication_id(message: Mapping[str, Any]) -> str:
@@ -126,7 +119,7 @@ def send_request(
         request["MessageAttributes"] = attributes
     if properties.get("MessageGroupId"):
         request["MessageGroupId"] = str(properties["MessageGroupId"])
-    if queue.endswith(".fifo"):
+    if is_fifo_queue(queue):
         # FIFO queues take no per-message delay: the consumer holds a not-yet-due message.
         request.setdefault("MessageGroupId", options.fifo_group)
         request["MessageDeduplicationId"] = deduplication_id(message)

@@ -22,8 +22,8 @@ transport it changes four things:
 from __future__ import annotations
 
 import logging
-import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,11 +35,7 @@ from kombu.transport.SQS.exceptions import UndefinedQueueException
 
 from infra.core import aws
 from infra.core.errors import CeleryLambdaError, UnknownQueueError
-from infra.core.limits import (
-    SQS_MAX_DELAY_SECONDS,
-    SQS_MAX_MESSAGE_BYTES,
-    SQS_MAX_VISIBILITY_SECONDS,
-)
+from infra.core.limits import SQS_MAX_MESSAGE_BYTES
 from infra.core.settings import (
     DEFAULT_FIFO_GROUP,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -53,6 +49,8 @@ from infra.producer.publish import (
     send_request,
 )
 from infra.wire.offload import PayloadStore, Pointer, parse_pointer, size_attribute
+from infra.wire.requeue import Hold, Queued, hand_back
+from infra.wire.timing import zoned_time
 
 __all__ = ["TRANSPORT", "Channel", "Transport", "batched"]
 
@@ -191,30 +189,24 @@ class Channel(SQS.Channel):
     def _eta(self, message: dict[str, Any]) -> datetime | None:
         """The task's ETA, when the message is a task with an aware one."""
         text = self._decode_python_message_body(message["Body"]).decode("utf-8", "replace")
-        raw = (self._prepare_json_payload(text).get("headers") or {}).get("eta")
-        try:
-            eta = datetime.fromisoformat(raw) if isinstance(raw, str) else None
-        except ValueError:
-            return None
-        return eta if eta is not None and eta.tzinfo is not None else None
+        return zoned_time((self._prepare_json_payload(text).get("headers") or {}).get("eta"))
 
     def _handed_back(self, message: dict[str, Any], qname: str, q_url: str) -> bool:
-        """Give a task due in more than a minute back to SQS; False to deliver it as it is."""
+        """Give a task due in more than a minute back to SQS; False to deliver it as it is.
+
+        A refused hand-back leaves the task to the worker's ETA timer.
+        """
         eta = self._eta(message)
         wait = None if eta is None else (eta - datetime.now(UTC)).total_seconds()
         if wait is None or wait <= WORKER_HOLD_SECONDS:
             return False
         client = self.sqs(queue=qname)
+        step = hand_back(_queued(message, q_url), wait, time.time())
         try:
-            if q_url.endswith(".fifo"):
-                # Holds count from the first receive and end at 12 hours; half of that leaves
-                # room for earlier ones (a refused hold leaves the task to the worker's timer).
-                hold = min(math.ceil(wait), SQS_MAX_VISIBILITY_SECONDS // 2)
-                client.change_message_visibility(
-                    QueueUrl=q_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=hold
-                )
+            if isinstance(step, Hold):
+                client.change_message_visibility(**step.request)
                 return True
-            client.send_message(**self._redelay_request(message, q_url, math.ceil(wait)))
+            client.send_message(**step.request)
         except (ClientError, BotoCoreError) as exc:
             logger.warning("not-yet-due task kept by the worker's timer: %s", exc)
             return False
@@ -223,21 +215,6 @@ class Channel(SQS.Channel):
         except (ClientError, BotoCoreError) as exc:  # comes back; its claim makes it a no-op
             logger.warning("re-delayed message %s not deleted: %s", message.get("MessageId"), exc)
         return True
-
-    def _redelay_request(self, message: dict[str, Any], q_url: str, wait: int) -> dict[str, Any]:
-        """The same message again, invisible for up to 15 minutes (a pointer stays a pointer)."""
-        pointer: Pointer | None = message.get(POINTER_KEY)
-        request: dict[str, Any] = {
-            "QueueUrl": q_url,
-            "MessageBody": pointer.body() if pointer else message["Body"],
-            "DelaySeconds": min(SQS_MAX_DELAY_SECONDS, wait),
-        }
-        attributes = dict(message.get("MessageAttributes") or {})
-        if pointer is not None:
-            attributes.update(size_attribute(len(message["Body"].encode())))
-        if attributes:
-            request["MessageAttributes"] = attributes
-        return request
 
     def _messages_to_python(self, messages: list[dict[str, Any]], queue: str) -> Any:
         return super()._messages_to_python(
@@ -261,6 +238,20 @@ class Channel(SQS.Channel):
         pointer = raw.get(POINTER_KEY)
         if pointer is not None:
             forget(self.payloads(), pointer)
+
+
+def _queued(message: dict[str, Any], q_url: str) -> Queued:
+    """A received message as handing it back needs it (a pointer body stays a pointer)."""
+    pointer: Pointer | None = message.get(POINTER_KEY)
+    attributes = dict(message.get("MessageAttributes") or {})
+    if pointer is not None:
+        attributes.update(size_attribute(len(message["Body"].encode())))
+    return Queued(
+        queue_url=q_url,
+        receipt_handle=message["ReceiptHandle"],
+        body=pointer.body() if pointer else message["Body"],
+        attributes=attributes,
+    )
 
 
 class Transport(SQS.Transport):

@@ -4,28 +4,36 @@ Pure: :class:`infra.store.claims.ClaimStore` sends what is built here. One ``Tra
 holds a conditional ``Update`` per task (:func:`claim_update`: not terminal, no live lease held by
 another consumer) and a ``ConditionCheck`` per revocation marker of the tasks' ids, workflow roots
 and groups (:func:`marker_check`); :func:`chunks` keeps each within DynamoDB's item limit, and
-:func:`cancelled_outcomes` reads a cancelled transaction's reasons back into outcomes.
+:func:`cancelled_outcomes` reads a cancelled transaction's reasons back into outcomes. What an
+outcome means -- run, ack as a duplicate, hand back, record REVOKED -- is :func:`action_for`, which
+both consumers (the Lambda pipeline and the worker's ``ClaimingTask``) act on.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from botocore.exceptions import ClientError
+from celery import states
 
 from infra.core.errors import StoreError
 from infra.core.limits import DYNAMODB_MAX_TRANSACT_ITEMS
 from infra.store.items import KIND_TASK, TERMINAL_STATES, revocation_key, task_key
 
 __all__ = [
+    "Action",
     "ClaimOutcome",
     "ClaimRequest",
     "Claimed",
+    "RUN",
     "Held",
     "Revoked",
+    "Step",
     "Terminal",
+    "action_for",
     "cancelled_outcomes",
     "chunks",
     "claim_update",
@@ -74,6 +82,48 @@ class Revoked:
 
 
 ClaimOutcome = Claimed | Terminal | Held | Revoked
+
+
+class Step(enum.Enum):
+    """What a consumer does with a task once its claim is answered."""
+
+    RUN = "run"
+    """This consumer holds the claim: run the task."""
+    ACK_DUPLICATE = "duplicate"
+    """The task already finished (a redelivery): ack the message without running it."""
+    HAND_BACK = "hand back"
+    """Another consumer runs it: give the message back to SQS, it comes back later."""
+    RECORD_REVOKED = "revoked"
+    """Its root or group was revoked: record REVOKED without running, ack."""
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A claim's answer as a consumer acts on it."""
+
+    step: Step
+    state: str | None = None
+    """ACK_DUPLICATE: the state the task finished in; RECORD_REVOKED: REVOKED."""
+    by: str | None = None
+    """HAND_BACK: the consumer holding the claim; RECORD_REVOKED: the revoked id (the task's,
+    its workflow root's or its group's)."""
+    until: float | None = None
+    """HAND_BACK: when the holder's lease ends (epoch seconds)."""
+
+
+RUN: Final = Action(Step.RUN)
+
+
+def action_for(outcome: ClaimOutcome) -> Action:
+    """What a consumer does with a task whose claim was answered ``outcome``."""
+    if isinstance(outcome, Terminal):
+        return Action(Step.ACK_DUPLICATE, state=outcome.state)
+    if isinstance(outcome, Held):
+        return Action(Step.HAND_BACK, by=outcome.owner, until=outcome.lease_until)
+    if isinstance(outcome, Revoked):
+        return Action(Step.RECORD_REVOKED, state=states.REVOKED, by=outcome.by)
+    return RUN
+
 
 _TERMINAL_VALUES = {f":t{i}": {"S": s} for i, s in enumerate(sorted(TERMINAL_STATES))}
 _CLAIM_CONDITION = (

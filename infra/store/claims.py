@@ -25,6 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import states
 
+from infra.core import aws
 from infra.core.errors import StoreError, store_errors
 from infra.store.claim_requests import (
     Claimed,
@@ -37,6 +38,7 @@ from infra.store.claim_requests import (
     marker_check,
 )
 from infra.store.items import KIND_REVOCATION, revocation_key
+from infra.store.results import DynamoDBBackend
 
 __all__ = ["BatchClaims", "ClaimStore", "store_for_app"]
 
@@ -200,9 +202,6 @@ class BatchClaims:
 
 def store_for_app(app: Any) -> ClaimStore | None:
     """The claim store in the app's results table, or None when results are kept elsewhere."""
-    from infra.core import aws
-    from infra.store.results import DynamoDBBackend
-
     backend = app.backend
     if not isinstance(backend, DynamoDBBackend):
         return None

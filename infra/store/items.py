@@ -43,6 +43,7 @@ __all__ = [
     "INDEX_BY_TIME",
     "KIND_REVOCATION",
     "KIND_TASK",
+    "RESULT_BATCH_KEY",
     "TERMINAL_STATES",
     "beat_key",
     "revocation_key",
@@ -58,6 +59,11 @@ claim."""
 
 CONSUMER_REQUEST_KEY: Final = "celery_lambda_consumer"
 """Request key naming the Lambda invocation that runs a task (workers are named by hostname)."""
+
+RESULT_BATCH_KEY: Final = "celery_lambda_result_batch"
+"""Request key by which the Lambda path hands a task's SUCCESS/FAILURE write to its batch's
+:class:`~infra.store.result_batch.ResultBatch` (the backend finds it on the request Celery's
+tracer passes with every write)."""
 
 KIND_TASK: Final = "task"
 KIND_REVOCATION: Final = "revocation"

@@ -14,7 +14,8 @@ worker's capacity-one bucket made global: no one-second window ever holds more t
 
 A consumer that must wait briefly sleeps and asks again; one that would wait longer hands the
 message back to SQS with a delay (re-sent, so the wait consumes neither a Celery retry nor one of
-the queue's ``maxReceiveCount`` receives).
+the queue's ``maxReceiveCount`` receives). :func:`pace` decides which, for both consumers;
+:meth:`RateLimiter.take_turn` is what they call.
 """
 
 from __future__ import annotations
@@ -28,9 +29,20 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from celery.utils.time import rate
 
+from infra.core import aws
 from infra.core.errors import StoreError
+from infra.store.results import DynamoDBBackend
 
-__all__ = ["MAX_SLEEP_SECONDS", "RateLimiter", "interval_of", "rate_key"]
+__all__ = [
+    "MAX_SLEEP_SECONDS",
+    "HandBack",
+    "RateLimiter",
+    "Sleep",
+    "interval_of",
+    "limiter_for",
+    "pace",
+    "rate_key",
+]
 
 SPACING = 1.05
 """Starts are granted 5 % further apart than ``1/rate``: the task's first line runs a claim write
@@ -53,6 +65,31 @@ def interval_of(rate_limit: Any) -> float | None:
         return None
     per_second = float(rate(rate_limit))
     return 1.0 / per_second if per_second > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """A wait short enough to sleep through, then ask for a turn again."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class HandBack:
+    """No turn soon enough: hand the message back to SQS to come back in ``seconds``."""
+
+    seconds: float
+
+
+def pace(wait: float, budget_left: float) -> Sleep | HandBack:
+    """After a refused turn with ``wait`` seconds to the next: sleep, or hand the message back.
+
+    A consumer sleeps through waits of up to :data:`MAX_SLEEP_SECONDS` that fit into what is left
+    of its budget; a longer one would hold the consumer (and its message) idle.
+    """
+    if wait > MAX_SLEEP_SECONDS or wait > budget_left:
+        return HandBack(wait)
+    return Sleep(wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +143,26 @@ class RateLimiter:
             wait = self.try_start(task_name, interval)
             if wait == 0.0:
                 return 0.0
-            if wait > MAX_SLEEP_SECONDS or self.clock() + wait > deadline:
-                return wait
+            step = pace(wait, deadline - self.clock())
+            if isinstance(step, HandBack):
+                return step.seconds
             # Jitter: consumers refused together must not all ask again at the same instant.
-            self.sleep(wait + random.uniform(0, interval))
+            self.sleep(step.seconds + random.uniform(0, interval))
         return interval
+
+    def take_turn(self, task_name: str, interval: float, budget: float) -> HandBack | None:
+        """Start ``task_name`` under its rate limit (:meth:`wait_turn`); None once started, else
+        how long its message should go back to SQS for.
+
+        Raises:
+            StoreError: the table could not be reached.
+        """
+        wait = self.wait_turn(task_name, interval, budget)
+        return None if wait == 0.0 else HandBack(wait)
+
+
+def limiter_for(backend: Any) -> RateLimiter | None:
+    """Rate limits paced in ``backend``'s results table; None when it is not the results table."""
+    if not isinstance(backend, DynamoDBBackend):
+        return None
+    return RateLimiter(aws.client("dynamodb", backend.settings), backend.table_name)

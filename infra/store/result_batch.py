@@ -1,9 +1,9 @@
 """The outcomes of one SQS batch, written together: a ``BatchWriteItem`` per 25 tasks instead of
 an ``UpdateItem`` per task (DESIGN's budget: at most 0.6 AWS requests per task on the Lambda path).
 
-While a batch is open on a thread (the Lambda handler's), the result backend hands the SUCCESS
-and FAILURE writes of that thread's tasks to a :class:`ResultBatch` instead of making them
-(:meth:`infra.store.results.DynamoDBBackend.defer_to`). They are written
+While a batch is open (the Lambda handler's), the runner names it in each task's request
+(:data:`infra.store.items.RESULT_BATCH_KEY`) and the result backend hands the SUCCESS and FAILURE
+writes of those tasks to the :class:`ResultBatch` instead of making them. They are written
 
 - when the batch settles, before the handler returns, so that SQS deletes no record whose
   outcome is not stored: a write that fails reports its record in ``batchItemFailures``;

@@ -16,7 +16,9 @@ What differs from the stock backend, and why:
   non-terminal state is written only while the item is not terminal, so a late STARTED, RETRY or
   PROGRESS never replaces SUCCESS, FAILURE or REVOKED; RETRY and terminal writes release the
   consumer's claim (``claim_owner``, ``lease_until``); on the Lambda path the SUCCESS and FAILURE
-  writes of a batch go out together, a ``BatchWriteItem`` per 25 (:mod:`infra.store.result_batch`);
+  writes of a batch go out together, a ``BatchWriteItem`` per 25 (:mod:`infra.store.result_batch`):
+  the runner puts the batch in the task's request (:data:`infra.store.items.RESULT_BATCH_KEY`),
+  which Celery's tracer hands to every write of the task's outcome;
 - status, task name, queue, ids, retries, consumer and dates are top-level attributes, indexed by
   the template (:data:`infra.store.items.INDEX_BY_STATUS` and friends);
 - ``mget`` (``get_many``, ``GroupResult.get``, chord joins) is one BatchGetItem per 100 keys;
@@ -31,7 +33,6 @@ What differs from the stock backend, and why:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,7 +46,8 @@ from infra.core import aws
 from infra.core.errors import ConfigurationError, StoreError, store_errors
 from infra.core.limits import DYNAMODB_MAX_ITEM_BYTES
 from infra.core.settings import Settings
-from infra.store.items import task_key
+from infra.store.items import RESULT_BATCH_KEY, task_key
+from infra.store.result_batch import ResultBatch
 from infra.store.result_requests import (
     POINTER_KEY,
     ResultWrite,
@@ -118,6 +120,8 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
                 "result_backend_transport_options['global_keyprefix'] is not supported: the "
                 "consumers' claims use Celery's unprefixed task keys (infra.store.items.task_key)"
             )
+        # Celery builds the backend from ``result_backend`` and passes no settings: it resolves
+        # the environment as it is at construction (a re-pointed app gets a new backend).
         self.settings = Settings.from_env()
         self.table_name = self.settings.results_table
         self.aws_region = self.settings.region
@@ -127,7 +131,6 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         self._s3 = s3_client
         self.clock = clock
         self.sleep = sleep
-        self._deferring = threading.local()
 
     def _get_client(
         self, access_key_id: str | None = None, secret_access_key: str | None = None
@@ -171,8 +174,8 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         request: Any = None,
         **kwargs: Any,
     ) -> Any:
-        """Record ``state`` with one UpdateItem (or hand it to the thread's batch, see
-        :meth:`defer_to`); a late non-terminal state is dropped.
+        """Record ``state`` with one UpdateItem (or hand it to the request's batch, see
+        :meth:`_batch_of`); a late non-terminal state is dropped.
 
         Raises:
             StoreError: DynamoDB or S3 refused the write or could not be reached.
@@ -199,20 +202,24 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
             ttl_seconds=self.time_to_live_seconds,
             result_object=result_object,
         )
-        batch = getattr(self._deferring, "batch", None)
-        if batch is not None and is_unconditional(state) and not getattr(request, "chord", None):
+        batch = self._batch_of(request)
+        if batch is not None and is_unconditional(state):
             batch.add(write)
         else:
             self.write(write)
         return result
 
-    def defer_to(self, batch: Any) -> None:
-        """Hand this thread's SUCCESS/FAILURE writes to ``batch`` (None: write them at once).
+    def _batch_of(self, request: Any) -> ResultBatch | None:
+        """The batch the request's SUCCESS/FAILURE writes go to (None: write them at once).
 
-        ``batch`` is an :class:`infra.store.result_batch.ResultBatch` (the Lambda handler's batch);
-        writes of tasks in a chord header are never deferred: the chord's join reads them.
+        The Lambda path's runner names it in the request (:data:`RESULT_BATCH_KEY`); writes of
+        tasks in a chord header are never deferred (the chord's join reads them), nor writes for
+        a batch of another table.
         """
-        self._deferring.batch = batch
+        batch = getattr(request, RESULT_BATCH_KEY, None)
+        if not isinstance(batch, ResultBatch) or batch.table != self.table_name:
+            return None
+        return None if getattr(request, "chord", None) else batch
 
     def _large_result_key(self, task_id: str) -> str:
         """A fresh key per write: a write that loses never clobbers the object the item uses."""

@@ -31,6 +31,8 @@ __all__ = [
     "PayloadStore",
     "Pointer",
     "parse_pointer",
+    "payload_key",
+    "size_attribute",
 ]
 
 POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"

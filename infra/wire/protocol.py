@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from celery.utils.time import maybe_iso8601
-
 from infra.core.errors import MessageDecodeError
 from infra.wire.envelope import (
     MAX_BODY_CHARS,
@@ -31,6 +29,7 @@ from infra.wire.envelope import (
     payload_of,
     read_envelope,
 )
+from infra.wire.timing import aware, parse_time
 
 __all__ = ["TaskMessage", "decode"]
 
@@ -237,19 +236,18 @@ def _optional_str(mapping: dict[str, Any], key: str) -> str | None:
 
 
 def _header_time(headers: dict[str, Any], key: str) -> datetime | None:
-    """Parse an ISO 8601 header with Celery's own parser; naive means UTC unless utc is False."""
+    """Parse a time header (:func:`infra.wire.timing.parse_time`); naive means UTC unless utc is
+    False."""
     value, utc = headers.get(key), headers.get("utc")
     if not isinstance(utc, bool | None):
         raise Refused(f"header 'utc' is not a boolean: {brief(utc)}")
     if not isinstance(value, str | datetime | None):
         raise Refused(f"header {key!r} is not an ISO 8601 string: {brief(value)}")
     try:
-        parsed: datetime | None = maybe_iso8601(value)
+        parsed = parse_time(value)
     except (ValueError, OverflowError) as exc:
         raise Refused(f"header {key!r} is not an ISO 8601 date: {brief(value)}") from exc
-    if parsed is not None and parsed.tzinfo is None and utc is not False:
-        return parsed.replace(tzinfo=UTC)
-    return parsed
+    return parsed if utc is False else aware(parsed, UTC)
 
 
 def _limit(value: Any) -> bool:

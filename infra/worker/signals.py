@@ -13,39 +13,34 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics
-from celery import signals, states
+from celery import signals
 
 from infra.core.observability import (
     METRIC_DECODE_FAILED,
-    METRIC_DURATION,
     METRIC_ETA_LAG,
-    METRIC_EXPIRED,
-    METRIC_FAILED,
     METRIC_RECEIVED,
-    METRIC_RETRIED,
-    METRIC_REVOKED,
     METRIC_STARTED,
-    METRIC_SUCCEEDED,
     METRIC_UNKNOWN_TASK,
     NAMESPACE,
     SERVICE,
+    TASK_FINISHED,
     MetricUnit,
+    MetricValue,
     TaskMetrics,
+    eta_lag_ms,
     logger,
+    outcome_fields,
+    outcome_metrics,
+    revoked_metric,
 )
 from infra.store.items import CONSUMER_REQUEST_KEY
+from infra.wire.timing import zoned_time
 
 __all__ = ["install"]
 
-_STATES = {
-    states.SUCCESS: METRIC_SUCCEEDED,
-    states.FAILURE: METRIC_FAILED,
-    states.RETRY: METRIC_RETRIED,
-}
 _started: dict[str, float] = {}
 _installed = False
 
@@ -66,7 +61,7 @@ def _on_lambda(task: Any) -> bool:
     return bool(task is not None and task.request.get(CONSUMER_REQUEST_KEY))
 
 
-def _emit(task_name: str, queue: str | None, *values: tuple[str, MetricUnit, float]) -> None:
+def _emit(task_name: str, queue: str | None, *values: MetricValue) -> None:
     line = TaskMetrics()
     for name, unit, value in values:
         line.add(task_name, queue, name, unit, value)
@@ -81,13 +76,10 @@ def _prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
     if _on_lambda(task):
         return
     _started[task_id] = time.time()
-    values = [(METRIC_STARTED, MetricUnit.Count, 1.0)]
-    eta = task.request.eta
-    if eta:
-        moment = eta if isinstance(eta, datetime) else datetime.fromisoformat(str(eta))
-        if moment.tzinfo is not None:
-            lag = max(time.time() - moment.timestamp(), 0) * 1000
-            values.append((METRIC_ETA_LAG, MetricUnit.Milliseconds, lag))
+    values: list[MetricValue] = [(METRIC_STARTED, MetricUnit.Count, 1.0)]
+    eta = zoned_time(task.request.eta)
+    if eta is not None:
+        values.append((METRIC_ETA_LAG, MetricUnit.Milliseconds, eta_lag_ms(eta, time.time())))
     _emit(task.name, _queue(task.request), *values)
 
 
@@ -95,28 +87,24 @@ def _postrun(task_id: str = "", task: Any = None, state: str | None = None, **_:
     if _on_lambda(task):
         return
     duration_ms = (time.time() - _started.pop(task_id, time.time())) * 1000
-    values = [(METRIC_DURATION, MetricUnit.Milliseconds, duration_ms)]
-    if state in _STATES:
-        values.append((_STATES[state], MetricUnit.Count, 1.0))
     request = task.request
-    _emit(task.name, _queue(request), *values)
-    logger.info(
-        "task finished",
-        task_id=task_id,
-        task_name=task.name,
+    _emit(task.name, _queue(request), *outcome_metrics(state, duration_ms))
+    fields = outcome_fields(
         state=state,
-        duration_ms=round(duration_ms, 1),
+        duration_ms=duration_ms,
         queue=_queue(request),
         root_id=request.root_id,
         parent_id=request.parent_id,
+        task_id=task_id,
+        task_name=task.name,
         consumer=request.hostname,
         retries=request.retries,
     )
+    logger.info(TASK_FINISHED, extra=fields)
 
 
 def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
-    name = METRIC_EXPIRED if expired else METRIC_REVOKED
-    _emit(request.task_name, _queue(request), (name, MetricUnit.Count, 1))
+    _emit(request.task_name, _queue(request), (revoked_metric(expired), MetricUnit.Count, 1))
 
 
 def _consumer_metric(name: str) -> None:

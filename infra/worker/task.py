@@ -3,7 +3,9 @@
 Make ``ClaimingTask`` the app's task base (``Celery(...,
 task_cls="infra.worker.task:ClaimingTask")``) and a stock ``celery worker`` claims each task id
 before running it, exactly as the Lambda path does, so a worker and a Lambda consuming the same
-queue never run one task twice.
+queue never run one task twice. What a claim's answer means and how a rate limit is paced are the
+Lambda path's rules (:func:`infra.store.claim_requests.action_for`,
+:meth:`infra.store.ratelimit.RateLimiter.take_turn`); only how a message goes back differs.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from typing import Any
 import celery
 from celery.exceptions import Ignore, Reject
 
-from infra.core import aws
 from infra.core.config import QUEUE_VISIBILITY_TIMEOUT
-from infra.core.settings import Settings
-from infra.store.claim_requests import ClaimRequest, Held, Revoked, Terminal
+from infra.core.queues import is_fifo_queue
+from infra.core.settings import current
+from infra.store.claim_requests import ClaimRequest, Step, action_for
 from infra.store.claims import store_for_app
 from infra.store.items import CLAIMED_BY_CONSUMER
-from infra.store.ratelimit import MAX_SLEEP_SECONDS, RateLimiter, interval_of
-from infra.store.results import DynamoDBBackend
+from infra.store.ratelimit import MAX_SLEEP_SECONDS, interval_of, limiter_for
 
 __all__ = ["ClaimingTask"]
 
@@ -38,19 +39,20 @@ class ClaimingTask(celery.Task):  # type: ignore[misc]
         if request.called_directly or request.is_eager or request.get(CLAIMED_BY_CONSUMER):
             return
         self._pace(args, kwargs)
-        store = store_for_app(self.app) if Settings.from_env().claims else None
+        store = store_for_app(self.app) if current().claims else None
         if store is None:
             return
         claim = ClaimRequest(task_id, root_id=request.root_id, group_id=request.group)
         owner = f"worker:{request.hostname}:{os.getpid()}"
         outcome = store.claim([claim], owner, time.time() + self._lease_seconds())[task_id]
-        if isinstance(outcome, Terminal):
-            raise Ignore(f"task already {outcome.state}: not run again")
-        if isinstance(outcome, Held):
-            raise Reject(f"task is running on {outcome.owner}", requeue=True)
-        if isinstance(outcome, Revoked):
+        action = action_for(outcome)
+        if action.step is Step.ACK_DUPLICATE:
+            raise Ignore(f"task already {action.state}: not run again")
+        if action.step is Step.HAND_BACK:
+            raise Reject(f"task is running on {action.by}", requeue=True)
+        if action.step is Step.RECORD_REVOKED:
             self.backend.mark_as_revoked(task_id, "revoked", request=request)
-            raise Ignore(f"task revoked (through {outcome.by})")
+            raise Ignore(f"task revoked (through {action.by})")
 
     def _pace(self, args: Any, kwargs: Any) -> None:
         """Take a start under the task's ``rate_limit``, shared with every other consumer.
@@ -62,20 +64,19 @@ class ClaimingTask(celery.Task):  # type: ignore[misc]
         dropped as a duplicate (and would reorder the group).
         """
         interval = interval_of(self.rate_limit)
-        backend = self.backend
-        if interval is None or not isinstance(backend, DynamoDBBackend):
+        limiter = limiter_for(self.backend) if interval is not None else None
+        if interval is None or limiter is None:
             return
-        limiter = RateLimiter(aws.client("dynamodb", backend.settings), backend.table_name)
-        fifo = str((self.request.delivery_info or {}).get("routing_key", "")).endswith(".fifo")
+        fifo = is_fifo_queue(str((self.request.delivery_info or {}).get("routing_key", "")))
         budget = self._lease_seconds() / 2 if fifo else MAX_SLEEP_SECONDS
-        wait = limiter.wait_turn(self.name, interval, budget)
-        if wait == 0.0:
+        back = limiter.take_turn(self.name, interval, budget)
+        if back is None:
             return
         if fifo:
             raise Reject("over its rate limit on a FIFO queue: back to SQS", requeue=True)
         retry = self.signature_from_request(self.request, args, kwargs)
-        retry.apply_async(countdown=max(1, math.ceil(wait)))
-        raise Ignore(f"over its rate limit: re-sent to start in {wait:.1f}s")
+        retry.apply_async(countdown=max(1, math.ceil(back.seconds)))
+        raise Ignore(f"over its rate limit: re-sent to start in {back.seconds:.1f}s")
 
     def _lease_seconds(self) -> float:
         """How long the claim holds: the hard time limit, else the queue's visibility timeout."""

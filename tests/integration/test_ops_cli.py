@@ -34,9 +34,10 @@ from celery.exceptions import Reject
 from click.testing import CliRunner, Result
 from kombu import Queue
 
-from devtools.cli import lambda_, point_app_at
+from devtools.cli import lambda_
 from devtools.cloud.deploy import Deployment, EventSource
 from devtools.cloud.event_source import consume, handler_from_source
+from devtools.cloud.session import point_app_at
 from infra.consumer import runtime
 from infra.core import aws
 from infra.core.config import transport_options

@@ -32,10 +32,10 @@ from celery import group
 from celery._state import get_current_app
 
 import tasks
-from devtools.cli import point_app_at
 from devtools.cloud.deploy import Deployment, EventSource
 from devtools.cloud.emulator import request_counts
 from devtools.cloud.event_source import ConsumeStats, consume, handler_from_source
+from devtools.cloud.session import point_app_at
 from infra.consumer.runtime import pipeline
 from infra.core import aws
 from infra.core.errors import UnknownQueueError

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from celery import group
 
-from devtools.cli import point_app_at
 from devtools.cloud.deploy import Deployment, EventSource
 from devtools.cloud.event_source import consume, handler_from_source
+from devtools.cloud.session import point_app_at
 from infra.core import aws
 from infra.core.settings import Settings
 from infra.store.ratelimit import rate_key

@@ -25,9 +25,9 @@ from celery import Celery, states
 from celery._state import get_current_app
 from celery.app.task import Context
 
-from devtools.cli import point_app_at
 from devtools.cloud.deploy import Deployment, EventSource
 from devtools.cloud.event_source import build_event, delete_requests, make_context
+from devtools.cloud.session import point_app_at
 from handlers.sqs import handler
 from infra.consumer import runtime
 from infra.core import aws

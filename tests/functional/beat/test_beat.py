@@ -28,9 +28,9 @@ import pytest
 from celery._state import get_current_app
 
 import handlers.beat
-from devtools.cli import point_app_at
 from devtools.cloud.deploy import Deployment
 from devtools.cloud.lambda_events import build_scheduled_event, make_context
+from devtools.cloud.session import point_app_at
 from infra.beat import runtime as beat_runtime
 from infra.beat.engine import Beat, Entry, slot_task_id
 from infra.beat.report import TickReport
@@ -352,6 +352,7 @@ def test_cli_schedule_without_a_store_still_lists_in_one_line(cloud_env: dict[st
 
 def test_demo_tick_publishes_the_example_schedule(cloud: Deployment) -> None:
     from devtools.demo import beat_tick
+    from tasks import app as tasks_app
 
     url = json.loads(cloud.environment["CELERY_QUEUE_URLS"])["celery"]
     aws.client("sqs").purge_queue(QueueUrl=url)
@@ -362,7 +363,7 @@ def test_demo_tick_publishes_the_example_schedule(cloud: Deployment) -> None:
     previous = get_current_app()
     beat_runtime.scheduler.cache_clear()
     try:
-        [(label, result)] = beat_tick(cloud)
+        [(label, result)] = beat_tick(tasks_app, cloud)
     finally:
         beat_runtime.scheduler.cache_clear()
         previous.set_current()

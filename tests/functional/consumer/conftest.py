@@ -21,8 +21,8 @@ from celery import Celery
 from celery._state import get_current_app
 from celery.signals import before_task_publish
 
-from devtools.cli import point_app_at
 from devtools.cloud.deploy import Deployment
+from devtools.cloud.session import point_app_at
 from infra.consumer import runtime
 from infra.core import aws
 from infra.core.observability import (

@@ -19,9 +19,9 @@ import pytest
 from celery import group
 from kombu.utils.json import loads
 
-from devtools.cli import point_app_at
 from devtools.cloud.deploy import Deployment
 from devtools.cloud.emulator import request_counts
+from devtools.cloud.session import point_app_at
 from infra.core import aws
 from infra.core.errors import PublishError, UnknownQueueError
 from infra.core.settings import Settings

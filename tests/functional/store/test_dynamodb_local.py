@@ -3,11 +3,12 @@
 DynamoDB Local is Amazon's own engine for development: conditional writes, transactions and their
 cancellation reasons, and item-size limits behave there as in DynamoDB, where moto is lenient (its
 TransactWriteItems is not isolated, for one). So every test of ``test_claims.py`` (claims,
-revocation markers, batches) and every test of ``test_results.py`` that talks to the results
-table (never overwrite a terminal state, large results, indexes, batch reads) is collected here a
-second time, unchanged, with ``cloud`` overridden: for this module the process is on the
-LocalStack target (DynamoDB Local for DynamoDB, LocalStack for S3). The concurrency proofs, which
-need two clients at once, are in ``tests/integration/test_targets.py``.
+revocation markers, batches) and every test of the result backend that talks to the results table
+(``test_results.py``: never overwrite a terminal state, indexes; ``test_result_reads.py``: batch
+reads; ``test_large_results.py``: large results) is collected here a second time, unchanged, with
+``cloud`` overridden: for this module the process is on the LocalStack target (DynamoDB Local for
+DynamoDB, LocalStack for S3). The concurrency proofs, which need two clients at once, are in
+``tests/integration/test_targets.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from devtools.cloud.deploy import Deployment
 from devtools.cloud.localstack import LocalStack
 from infra.core import aws
 
-# The tests, and the fixtures they use: defined here again, they see this module's ``cloud``.
+# The tests, and test_claims.py's fixtures: defined here again, they see this module's ``cloud``
+# (the result backend's fixtures come from this folder's conftest.py and see it too).
 from tests.functional.store.test_claims import (  # noqa: F401
     clock,
     store,
@@ -46,23 +48,24 @@ from tests.functional.store.test_claims import (  # noqa: F401
     test_terminal_write_releases_the_claim,
     transactions,
 )
-from tests.functional.store.test_results import (  # noqa: F401
-    backend,
-    calls,
-    results_app,
+from tests.functional.store.test_large_results import (  # noqa: F401
     test_a_dropped_large_state_leaves_no_object,
     test_a_large_failure_round_trips_with_its_traceback,
     test_a_large_result_goes_to_s3_and_comes_back,
-    test_a_late_non_terminal_state_never_replaces_a_terminal_one,
-    test_a_missing_table_is_a_store_error,
     test_a_small_result_after_a_large_one_drops_the_pointer,
-    test_a_state_is_one_update_without_a_read,
-    test_a_terminal_state_replaces_a_non_terminal_one,
-    test_attributes_are_written_and_queryable_by_every_index,
+)
+from tests.functional.store.test_result_reads import (  # noqa: F401
     test_get_many_is_one_batch_get_per_hundred_ids,
     test_group_result_get_is_a_batch_read,
     test_group_results_and_chord_counters_still_use_plain_items,
     test_mget_keeps_order_and_gives_none_for_missing,
+)
+from tests.functional.store.test_results import (  # noqa: F401
+    test_a_late_non_terminal_state_never_replaces_a_terminal_one,
+    test_a_missing_table_is_a_store_error,
+    test_a_state_is_one_update_without_a_read,
+    test_a_terminal_state_replaces_a_non_terminal_one,
+    test_attributes_are_written_and_queryable_by_every_index,
     test_retry_and_terminal_states_release_the_claim,
     test_revoked_never_rewrites_a_finished_task,
     test_revoked_replaces_a_pending_or_running_task,

@@ -8,7 +8,6 @@ answers (unprocessed items, a refused request), not moto's.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from devtools.cloud.deploy import Deployment
 from infra.core import aws
 from infra.core.errors import StoreError
 from infra.core.settings import Settings
-from infra.store.items import task_key
+from infra.store.items import RESULT_BATCH_KEY, task_key
 from infra.store.result_batch import ResultBatch
 from infra.store.result_requests import ResultWrite, put_item
 from infra.store.results import DynamoDBBackend
@@ -36,7 +35,6 @@ def backend(cloud: Deployment) -> Iterator[DynamoDBBackend]:
     made = app.backend
     assert isinstance(made, DynamoDBBackend)
     yield made
-    made.defer_to(None)
     app.close()
 
 
@@ -89,13 +87,16 @@ def claim(task_id: str) -> None:
     )
 
 
-def request_for(**fields: Any) -> Context:
+def request_for(batch: ResultBatch | None = None, **fields: Any) -> Context:
+    """A task's request as the Lambda runner builds it; ``batch``: the one it names."""
+    batch_key = {RESULT_BATCH_KEY: batch} if batch is not None else {}
     return Context(
         {
             "task": "tests.batch.add",
             "delivery_info": {"routing_key": "celery"},
             "root_id": "root-1",
             "hostname": "lambda@fn",
+            **batch_key,
             **fields,
         }
     )
@@ -148,14 +149,13 @@ def test_a_conditional_write_cannot_be_a_put(state: str) -> None:
 
 def test_outcomes_are_written_25_to_a_request(backend: DynamoDBBackend, calls: list[str]) -> None:
     batch = batch_of(backend)
-    backend.defer_to(batch)
     ids = [new_id() for _ in range(30)]
     for i, task_id in enumerate(ids):
         claim(task_id)
         if i % 3:
-            backend.store_result(task_id, i, states.SUCCESS, request=request_for())
+            backend.store_result(task_id, i, states.SUCCESS, request=request_for(batch))
         else:
-            backend.mark_as_failure(task_id, ValueError(i), request=request_for())
+            backend.mark_as_failure(task_id, ValueError(i), request=request_for(batch))
     calls.clear()
 
     assert item(ids[0])["status"]["S"] == states.PENDING  # nothing written yet
@@ -176,13 +176,13 @@ def test_conditional_and_chord_writes_are_made_at_once(
     backend: DynamoDBBackend, calls: list[str]
 ) -> None:
     batch = batch_of(backend)
-    backend.defer_to(batch)
     started, revoked, in_chord, plain = (new_id() for _ in range(4))
 
-    backend.store_result(started, None, states.STARTED, request=request_for())
-    backend.mark_as_revoked(revoked, "revoked", request=request_for())
-    backend.store_result(in_chord, 1, states.SUCCESS, request=request_for(chord={"task": "x"}))
-    backend.store_result(plain, 2, states.SUCCESS, request=request_for())
+    backend.store_result(started, None, states.STARTED, request=request_for(batch))
+    backend.mark_as_revoked(revoked, "revoked", request=request_for(batch))
+    in_chord_request = request_for(batch, chord={"task": "x"})
+    backend.store_result(in_chord, 1, states.SUCCESS, request=in_chord_request)
+    backend.store_result(plain, 2, states.SUCCESS, request=request_for(batch))
 
     assert calls == ["UpdateItem", "UpdateItem", "UpdateItem"]
     assert backend.get_task_meta(in_chord)["status"] == states.SUCCESS
@@ -194,27 +194,25 @@ def test_conditional_and_chord_writes_are_made_at_once(
 def test_without_a_batch_each_outcome_is_written_at_once(
     backend: DynamoDBBackend, calls: list[str]
 ) -> None:
-    backend.defer_to(batch_of(backend))
-    backend.defer_to(None)
-
     backend.store_result(new_id(), 1, states.SUCCESS, request=request_for())
+    backend.store_result(new_id(), 1, states.SUCCESS)
 
-    assert calls == ["UpdateItem"]
+    assert calls == ["UpdateItem", "UpdateItem"]
 
 
-def test_deferring_is_per_thread(backend: DynamoDBBackend, calls: list[str]) -> None:
+def test_deferring_is_per_request(backend: DynamoDBBackend, calls: list[str]) -> None:
     batch = batch_of(backend)
-    backend.defer_to(batch)
-    elsewhere = new_id()
+    deferred, elsewhere, other_table = new_id(), new_id(), new_id()
+    foreign = ResultBatch(aws.client("dynamodb"), "another-table", backend.write, flush_after=0)
 
-    thread = threading.Thread(
-        target=backend.store_result, args=(elsewhere, 1, states.SUCCESS), kwargs={}
-    )
-    thread.start()
-    thread.join()
+    backend.store_result(deferred, 1, states.SUCCESS, request=request_for(batch))
+    backend.store_result(elsewhere, 1, states.SUCCESS, request=request_for())
+    backend.store_result(other_table, 1, states.SUCCESS, request=request_for(foreign))
 
-    assert calls == ["UpdateItem"]
+    assert calls == ["UpdateItem", "UpdateItem"]
+    assert batch.state_of(deferred) == states.SUCCESS
     assert batch.state_of(elsewhere) is None
+    assert foreign.state_of(other_table) is None
 
 
 # ---------------------------------------------------------------- timer

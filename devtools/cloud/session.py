@@ -1,0 +1,126 @@
+"""This process in a local cloud: the cloud started (moto) or found (LocalStack), the template
+deployed into it, and the environment, the AWS clients and a Celery app pointed at it.
+
+What every command, the demo, ``make events`` and the benchmarks do before they publish or
+consume; :mod:`devtools.cloud.targets` says where each target is found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kombu import pools
+
+from devtools.cloud.deploy import DEFAULT_STACK, Deployment, deploy
+from devtools.cloud.emulator import LOCAL_CREDENTIALS, Emulator, reachable
+from devtools.cloud.targets import DEFAULT_TARGET, use_localstack
+from infra.core import aws
+from infra.core.config import transport_options
+from infra.core.errors import ConfigurationError
+from infra.core.settings import Settings
+
+__all__ = [
+    "ENV_FILE",
+    "deployment_with_credentials",
+    "local_cloud",
+    "local_settings",
+    "localstack_cloud",
+    "point_app_at",
+    "write_env_file",
+]
+
+ENV_FILE = Path(".celery-lambda") / "env.sh"
+"""Where ``lambda up`` writes the exports for another shell to ``source``."""
+
+
+def point_app_at(app: Any, deployment: Deployment) -> None:
+    """Make this process (env, AWS clients, the Celery app) use the deployment's resources."""
+    os.environ.update(deployment.environment)
+    aws.clear_clients()
+    app.conf.broker_transport_options = transport_options(Settings.from_env())
+    app.conf.broker_url = deployment.environment.get("CELERY_BROKER_URL", app.conf.broker_url)
+    # The backend reads its table from the environment when created, and connections carry the
+    # old transport options; Celery caches both per app and has no public reset, so drop them the
+    # way its own after-fork hook does.
+    app._backend_cache = None
+    vars(app._local).pop("backend", None)
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
+        pools.reset()  # type: ignore[no-untyped-call]  # else kombu hands back the closed pool
+
+
+def write_env_file(deployment: Deployment, path: Path = ENV_FILE) -> Path:
+    """Write the exports to a file a shell can ``source``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(deployment.exports() + "\n")
+    return path
+
+
+def deployment_with_credentials(deployment: Deployment) -> Deployment:
+    """The deployment whose exports also carry the emulator's dummy credentials."""
+    environment = {**LOCAL_CREDENTIALS, **dict(deployment.environment)}
+    return dataclasses.replace(deployment, environment=environment)
+
+
+@contextmanager
+def localstack_cloud(stack_name: str = DEFAULT_STACK) -> Iterator[Deployment]:
+    """Deploy the template into the running LocalStack; the deployment, with credentials.
+
+    Raises:
+        ConfigurationError: LocalStack or its DynamoDB does not answer.
+    """
+    use_localstack()
+    yield deployment_with_credentials(deploy(stack_name=stack_name))
+
+
+@contextmanager
+def local_cloud(
+    port: int | None = None, stack_name: str = DEFAULT_STACK, target: str = DEFAULT_TARGET
+) -> Iterator[Deployment]:
+    """Start the embedded emulator, deploy the template into it, stop it on exit.
+
+    With ``target="localstack"`` the running LocalStack is used instead (``port`` is moto's).
+
+    Raises:
+        ConfigurationError: the emulator did not start, or LocalStack does not answer.
+    """
+    if target == "localstack":
+        with localstack_cloud(stack_name) as deployment:
+            yield deployment
+        return
+    for name, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    with Emulator(port=port) as emulator:
+        os.environ["AWS_ENDPOINT_URL"] = emulator.endpoint_url
+        aws.clear_clients()
+        yield deployment_with_credentials(deploy(stack_name=stack_name))
+
+
+def local_settings(target: str = DEFAULT_TARGET) -> Settings:
+    """Settings for a command that only talks to a local endpoint, once that endpoint answers.
+
+    Raises:
+        ConfigurationError: the environment is invalid, names no local endpoint, or nothing
+            answers there.
+    """
+    if target == "localstack":
+        use_localstack()
+    settings = Settings.from_env()
+    if not settings.endpoint_url:
+        raise ConfigurationError(
+            "AWS_ENDPOINT_URL is not set: this command only talks to a local emulator "
+            "(start one with `celery -A tasks lambda up`); deploy to AWS with `sam deploy`"
+        )
+    if not reachable(settings.endpoint_url):
+        raise ConfigurationError(
+            f"nothing answers at AWS_ENDPOINT_URL={settings.endpoint_url}: "
+            "start the emulator with `celery -A tasks lambda up`"
+        )
+    return settings
