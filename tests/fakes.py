@@ -42,6 +42,8 @@ class FakeClaims:
     """Task ids claimed ahead of the batch."""
     asked: list[str] = field(default_factory=list)
     """Task ids whose claim's answer the pipeline asked for."""
+    released: list[str] = field(default_factory=list)
+    """Task ids whose claim the pipeline gave up."""
 
     def prepare(
         self, items: Sequence[tuple[str, ClaimRequest]], owner: str, lease_until: float
@@ -55,6 +57,10 @@ class FakeClaims:
         if self.error is not None:
             raise self.error
         return self.answers.get(request.task_id, Claimed())
+
+    def release(self, task_id: str, owner: str) -> bool:
+        self.released.append(task_id)
+        return True
 
 
 @dataclass

@@ -45,7 +45,14 @@ from infra.core.observability import (
     tracer,
 )
 from infra.core.settings import Settings
-from infra.store.claim_requests import RUN, Action, ClaimRequest, Step, action_for
+from infra.store.claim_requests import (
+    RUN,
+    UNRELEASED_STATES,
+    Action,
+    ClaimRequest,
+    Step,
+    action_for,
+)
 from infra.store.ratelimit import interval_of
 from infra.wire.offload import PayloadMissing
 from infra.wire.protocol import TaskMessage
@@ -264,6 +271,19 @@ class Pipeline:
             return Outcome(states.PENDING, 0.0)
         return self._run(message, record, context)
 
+    def _release(self, message: TaskMessage, context: Any) -> None:
+        """Give up the claim of an attempt that ended without a state write (Ignore, Reject).
+
+        A failure is logged, not raised: the task already ended, and the lease ends anyway at
+        this invocation's deadline.
+        """
+        if self.claims is None:
+            return
+        try:
+            self.claims.release(message.task_id, _owner(context))
+        except StoreError:
+            logger.warning("releasing the claim failed; it ends at this invocation's deadline")
+
     def _claim(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> Action:
         """What the task's claim says to do (run it when there are no claims)."""
         if self.claims is None:
@@ -355,6 +375,8 @@ class Pipeline:
         finally:
             self.memory.observe(message.task_name, before)
         note_outcome(message, outcome)
+        if outcome.state in UNRELEASED_STATES:
+            self._release(message, context)
         if outcome.requeue:
             raise RecordRequeued("the task raised Reject(requeue=True)")
         return outcome

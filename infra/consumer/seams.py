@@ -35,6 +35,13 @@ class Claims(Protocol):
             StoreError: the claim could not be made.
         """
 
+    def release(self, task_id: str, owner: str) -> bool:
+        """Give up ``owner``'s claim on ``task_id``; False when it no longer held one.
+
+        Raises:
+            StoreError: the claim could not be released.
+        """
+
 
 class Pacer(Protocol):
     """Turns under tasks' rate limits, shared by every consumer

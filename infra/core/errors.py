@@ -31,6 +31,7 @@ __all__ = [
     "StoreError",
     "UnknownQueueError",
     "UnknownTaskError",
+    "is_condition_failure",
     "store_errors",
 ]
 
@@ -88,3 +89,8 @@ def store_errors(action: str) -> Iterator[None]:
         yield
     except (ClientError, BotoCoreError) as exc:
         raise StoreError(f"{action} failed: {exc}") from exc
+
+
+def is_condition_failure(exc: ClientError) -> bool:
+    """Whether DynamoDB refused a write because its condition did not hold (not a fault)."""
+    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")

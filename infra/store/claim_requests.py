@@ -33,10 +33,12 @@ __all__ = [
     "Revoked",
     "Step",
     "Terminal",
+    "UNRELEASED_STATES",
     "action_for",
     "cancelled_outcomes",
     "chunks",
     "claim_update",
+    "release_update",
     "marker_check",
 ]
 
@@ -169,6 +171,28 @@ def claim_update(
             },
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
+    }
+
+
+UNRELEASED_STATES: Final = frozenset({states.IGNORED, states.REJECTED})
+"""States that end an attempt without a state write that releases its claim: the consumer that
+ran it gives the claim up itself (:func:`release_update`)."""
+
+
+def release_update(table: str, task_id: str, owner: str) -> dict[str, Any]:
+    """The UpdateItem that gives up ``owner``'s claim on ``task_id`` without recording a state.
+
+    For attempts that end without a write that releases (Celery's ``Ignore`` -- how
+    ``Task.replace`` ends, the replacement keeping the task id -- and ``Reject``): the next
+    delivery of the id is then claimed at once instead of waiting for the lease to end. Only the
+    owner's own claim is removed (a claim taken over since is left alone).
+    """
+    return {
+        "TableName": table,
+        "Key": {"id": {"S": task_key(task_id)}},
+        "UpdateExpression": "REMOVE claim_owner, lease_until",
+        "ConditionExpression": "claim_owner = :owner",
+        "ExpressionAttributeValues": {":owner": {"S": owner}},
     }
 
 

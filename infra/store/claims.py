@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery import states
 
 from infra.core import aws
-from infra.core.errors import StoreError, store_errors
+from infra.core.errors import StoreError, is_condition_failure, store_errors
 from infra.store.claim_requests import (
     Claimed,
     ClaimOutcome,
@@ -36,6 +36,7 @@ from infra.store.claim_requests import (
     chunks,
     claim_update,
     marker_check,
+    release_update,
 )
 from infra.store.items import KIND_REVOCATION, revocation_key
 from infra.store.results import DynamoDBBackend
@@ -126,6 +127,22 @@ class ClaimStore:
             index.append(("marker", marker))
         return items, index
 
+    def release(self, task_id: str, owner: str) -> bool:
+        """Give up ``owner``'s claim on ``task_id`` (:func:`release_update`); False when it no
+        longer held one.
+
+        Raises:
+            StoreError: DynamoDB refused or could not be reached.
+        """
+        with store_errors(f"releasing the claim on {task_id}"):
+            try:
+                self.client.update_item(**release_update(self.table, task_id, owner))
+            except ClientError as exc:
+                if is_condition_failure(exc):
+                    return False
+                raise
+        return True
+
     def revoke(self, ids: Iterable[str], reason: str = "revoked") -> None:
         """Record revocation markers for task, group or workflow-root ids (with TTL).
 
@@ -198,6 +215,14 @@ class BatchClaims:
         if self._error is not None:
             raise self._error
         return self.store.claim([request], owner, lease_until)[request.task_id]
+
+    def release(self, task_id: str, owner: str) -> bool:
+        """Give up ``owner``'s claim on ``task_id`` (:meth:`ClaimStore.release`).
+
+        Raises:
+            StoreError: DynamoDB refused or could not be reached.
+        """
+        return self.store.release(task_id, owner)
 
 
 def store_for_app(app: Any) -> ClaimStore | None:

@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery.utils.time import rate
 
 from infra.core import aws
-from infra.core.errors import StoreError
+from infra.core.errors import StoreError, is_condition_failure
 from infra.store.results import DynamoDBBackend
 
 __all__ = [
@@ -121,7 +121,7 @@ class RateLimiter:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 raise StoreError(f"rate limit of {task_name}: {exc}") from exc
             next_at = float(exc.response.get("Item", {}).get("next_at", {}).get("N", now))
             return max(next_at - now, 0.001)

@@ -43,7 +43,7 @@ from celery.backends.dynamodb import DynamoDBBackend as _StockDynamoDBBackend
 from celery.result import ResultSet
 
 from infra.core import aws
-from infra.core.errors import ConfigurationError, StoreError, store_errors
+from infra.core.errors import ConfigurationError, StoreError, is_condition_failure, store_errors
 from infra.core.limits import DYNAMODB_MAX_ITEM_BYTES
 from infra.core.settings import Settings
 from infra.store.items import RESULT_BATCH_KEY, task_key
@@ -65,10 +65,6 @@ log = logging.getLogger(__name__)
 LARGE_RESULT_BYTES: Final = DYNAMODB_MAX_ITEM_BYTES - 50 * 1024
 """Encoded metas longer than this go to S3: the rest of the item (key, names, ids) needs room."""
 LARGE_RESULT_PREFIX: Final = "results/"
-
-
-def _is_condition_failure(exc: ClientError) -> bool:
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
 def _text(value: str | bytes) -> str:
@@ -235,7 +231,7 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
             self.client.update_item(**update_request(self.table_name, write))
         except ClientError as exc:
             self._drop_object(write.result_object)
-            if not _is_condition_failure(exc):
+            if not is_condition_failure(exc):
                 raise StoreError(f"storing {write.state} of {write.task_id} failed: {exc}") from exc
             log.debug("%s of %s dropped: the task is already terminal", write.state, write.task_id)
         except BotoCoreError as exc:

@@ -16,17 +16,25 @@ import time
 from typing import Any
 
 import celery
+from celery import signals
 from celery.exceptions import Ignore, Reject
+from celery.utils.log import get_logger
 
 from infra.core.config import QUEUE_VISIBILITY_TIMEOUT
+from infra.core.errors import StoreError
 from infra.core.queues import is_fifo_queue
 from infra.core.settings import current
-from infra.store.claim_requests import ClaimRequest, Step, action_for
+from infra.store.claim_requests import UNRELEASED_STATES, ClaimRequest, Step, action_for
 from infra.store.claims import store_for_app
 from infra.store.items import CLAIMED_BY_CONSUMER
 from infra.store.ratelimit import MAX_SLEEP_SECONDS, interval_of, limiter_for
 
 __all__ = ["ClaimingTask"]
+
+logger = get_logger(__name__)
+
+CLAIM_OWNER_KEY = "celery_lambda_claim_owner"
+"""Request attribute naming the claim this worker process holds for the running task."""
 
 
 class ClaimingTask(celery.Task):  # type: ignore[misc]
@@ -53,6 +61,7 @@ class ClaimingTask(celery.Task):  # type: ignore[misc]
         if action.step is Step.RECORD_REVOKED:
             self.backend.mark_as_revoked(task_id, "revoked", request=request)
             raise Ignore(f"task revoked (through {action.by})")
+        setattr(request, CLAIM_OWNER_KEY, owner)
 
     def _pace(self, args: Any, kwargs: Any) -> None:
         """Take a start under the task's ``rate_limit``, shared with every other consumer.
@@ -83,3 +92,28 @@ class ClaimingTask(celery.Task):  # type: ignore[misc]
         hard = (self.request.timelimit or (None, None))[0]
         limit = hard or self.time_limit or self.app.conf.task_time_limit
         return float(limit or QUEUE_VISIBILITY_TIMEOUT)
+
+
+def _release_unfinished(
+    task_id: str = "", task: Any = None, state: str | None = None, **_: Any
+) -> None:
+    """Give up the claim of an attempt that ended without a state write (``Ignore``, how
+    ``Task.replace`` ends, and ``Reject``): the next delivery of the id -- the replacement, the
+    requeued message -- is claimed at once by whichever process receives it, instead of being
+    handed back until this lease ends."""
+    if state not in UNRELEASED_STATES or not isinstance(task, ClaimingTask):
+        return
+    owner: str | None = getattr(task.request, CLAIM_OWNER_KEY, None)
+    store = store_for_app(task.app) if owner else None
+    if owner is None or store is None:
+        return
+    try:
+        store.release(task_id, owner)
+    except StoreError as exc:
+        logger.warning(
+            "releasing the claim on %s failed (it ends with its lease): %s", task_id, exc
+        )
+
+
+# Connected here, beside the task base that takes the claim: every app whose tasks claim releases.
+signals.task_postrun.connect(_release_unfinished, weak=False)

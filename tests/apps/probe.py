@@ -137,6 +137,15 @@ def reject(marker: str) -> None:
     raise Reject(f"requeue {marker}", requeue=True)
 
 
+@app.task(bind=True, name="probe.replaced")
+def replaced(self: celery.Task, marker: str, queue: str | None = None) -> None:
+    """Count the call and replace itself by ``probe.record`` (same task id, as Celery does),
+    sent to ``queue`` (default: the task's)."""
+    record_call(marker)
+    replacement = record.s(f"{marker}-replacement", "replaced")
+    raise self.replace(replacement.set(queue=queue) if queue else replacement)
+
+
 @app.task(name="probe.paced", rate_limit="20/s")
 def paced(marker: str) -> float:
     """Count the call; return when it started (epoch seconds), to check the rate limit."""

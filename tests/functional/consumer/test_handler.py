@@ -340,6 +340,39 @@ def test_reject_with_requeue_goes_back_to_sqs(queues: Queues) -> None:
     assert failed == [messages[0]["MessageId"]]
 
 
+def test_a_requeued_reject_is_claimed_again_at_once(queues: Queues) -> None:
+    # Reject(requeue=True) ends the attempt: the invocation must not keep its lease, or the
+    # message would be handed back as "running elsewhere" until the invocation's deadline.
+    done = marker()
+    result = probe.reject.apply_async((done,))
+    [first] = receive(queues.source.queue_url, 1)
+    assert invoke(queues.source, [first]) == [first["MessageId"]]
+    visible_again(queues.source.queue_url, [first])
+    [again] = receive(queues.source.queue_url, 1)
+
+    assert invoke(queues.source, [again]) == [again["MessageId"]]  # a new invocation
+
+    assert probe.calls(done) == 2
+    assert stored(result.id).state == states.PENDING
+
+
+def test_a_replaced_task_runs_its_replacement_in_another_invocation(queues: Queues) -> None:
+    # Task.replace publishes the replacement under the same task id and ends with Ignore: the
+    # replacement must find the id free, not held by the invocation that replaced it.
+    done = marker()
+    result = probe.replaced.apply_async((done,))
+    [first] = receive(queues.source.queue_url, 1)
+    assert invoke(queues.source, [first]) == []
+    [replacement] = receive(queues.source.queue_url, 1)
+    assert task_id(replacement) == result.id
+
+    assert invoke(queues.source, [replacement]) == []
+
+    assert probe.calls(f"{done}-replacement") == 1
+    assert stored(result.id).state == states.SUCCESS
+    assert stored(result.id).result == "replaced"
+
+
 def test_redelivered_finished_task_does_not_run_again(queues: Queues) -> None:
     url = queues.source.queue_url
     done = marker()

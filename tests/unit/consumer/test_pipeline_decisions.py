@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from celery import Celery, states
+from celery.exceptions import Ignore, Reject
 
 from infra.consumer.batch import Consumer
 from infra.consumer.handback import Requeuer
@@ -63,6 +64,18 @@ def add(self: Any, a: int, b: int) -> int:
 @app.task(name="decisions.paced", bind=True, shared=False, rate_limit="1/m")
 def paced(self: Any) -> None:
     ran.append(self.request.id)
+
+
+@app.task(name="decisions.ignored", bind=True, shared=False)
+def ignored(self: Any) -> None:
+    ran.append(self.request.id)
+    raise Ignore("ended without a state, as Task.replace ends")
+
+
+@app.task(name="decisions.rejected", bind=True, shared=False)
+def rejected(self: Any) -> None:
+    ran.append(self.request.id)
+    raise Reject("back to the queue", requeue=True)
 
 
 @pytest.fixture(autouse=True)
@@ -148,6 +161,30 @@ def test_a_claimed_task_runs_and_is_acked(consume: Consume) -> None:
     assert state_of(task_id) == states.SUCCESS
     assert done.claims.prepared == [task_id]
     assert done.metrics[METRIC_SUCCEEDED] == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("task", "failed"), [("decisions.ignored", False), ("decisions.rejected", True)]
+)
+def test_an_attempt_that_ends_without_a_state_gives_up_its_claim(
+    consume: Consume, task: str, failed: bool
+) -> None:
+    sent, task_id = body(task, ())
+    record = sqs_record(sent)
+
+    done = consume(record)
+
+    assert ran == [task_id]
+    assert done.claims.released == [task_id]
+    assert done.failed == ([record["messageId"]] if failed else [])
+
+
+def test_a_task_that_ends_with_a_state_keeps_its_claim_to_the_write(consume: Consume) -> None:
+    sent, _ = body()
+
+    done = consume(sqs_record(sent))
+
+    assert done.claims.released == []  # the SUCCESS write releases it
 
 
 def test_a_duplicate_is_acked_without_running(consume: Consume) -> None:

@@ -1,0 +1,75 @@
+"""An attempt that ends without a state (``Task.replace``'s ``Ignore``) gives its claim up on the
+worker path too: the replacement, same task id, runs at once wherever it is received.
+
+Without the release the replacement found the id "running on worker:…" until the worker's lease
+(the queue's visibility timeout) ended, and was handed back receive after receive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import states
+
+from devtools.cloud.deploy import Deployment, EventSource
+from devtools.cloud.session import point_app_at
+from infra.core import aws
+from tests.apps import probe
+from tests.invoke import invoke
+from tests.sqs_helpers import queue_with_dlq, receive
+from tests.workers import celery_worker
+
+pytestmark = pytest.mark.integration
+
+
+@dataclasses.dataclass(frozen=True)
+class Queues:
+    worker: str
+    """The queue a real ``celery worker`` consumes."""
+    lambda_: EventSource
+    """Served by the handler in this process."""
+    urls: dict[str, str]
+
+
+@pytest.fixture
+def queues(cloud: Deployment, monkeypatch: pytest.MonkeyPatch) -> Iterator[Queues]:
+    [celery_source] = [s for s in cloud.event_sources if s.queue_arn.endswith("-celery")]
+    suffix = uuid.uuid4().hex[:8]
+    names = f"replaced-w-{suffix}", f"replaced-l-{suffix}"
+    worker, lambda_ = (queue_with_dlq(n, attributes={"VisibilityTimeout": "60"}) for n in names)
+    urls = dict(zip(names, (worker.url, lambda_.url), strict=True))
+    point_app_at(probe.app, cloud)
+    options = dict(probe.app.conf.broker_transport_options)
+    predefined = {name: {"url": url} for name, url in urls.items()}
+    options["predefined_queues"] = {**options.get("predefined_queues", {}), **predefined}
+    probe.app.conf.broker_transport_options = options
+    monkeypatch.setenv("CELERY_APP", "tests.apps.probe:app")
+    monkeypatch.setenv("CELERY_QUEUE_URLS", json.dumps(urls))
+    source = dataclasses.replace(celery_source, queue_url=lambda_.url, queue_arn=lambda_.arn)
+    yield Queues(names[0], source, urls)
+    for queue in (worker, lambda_):
+        for url in (queue.url, queue.dlq_url):
+            aws.client("sqs").delete_queue(QueueUrl=url)
+
+
+def test_a_task_replaced_on_a_worker_runs_its_replacement_on_the_lambda_path(
+    queues: Queues, cloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    done = uuid.uuid4().hex
+    lambda_queue = queues.lambda_.queue_url.rsplit("/", 1)[-1]
+    result = probe.replaced.apply_async((done, lambda_queue), queue=queues.worker)
+    env = {**cloud_env, "CELERY_QUEUE_URLS": json.dumps(queues.urls)}
+    worker_args = ["-Q", queues.worker, "--pool=solo"]
+    with celery_worker("tests.apps.probe", worker_args, env, tmp_path / "worker.log") as log:
+        [replacement] = receive(queues.lambda_.queue_url, 1, within=30)
+
+    assert f"probe.replaced[{result.id}] ignored" in log.read_text()
+    assert invoke(queues.lambda_, [replacement]) == []  # not "running on worker:…"
+    assert probe.calls(f"{done}-replacement") == 1
+    assert probe.app.AsyncResult(result.id).state == states.SUCCESS
+    assert probe.app.AsyncResult(result.id).result == "replaced"
