@@ -11,9 +11,10 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from celery import chain, chord, group
 from celery.result import AsyncResult, GroupResult, ResultBase
@@ -138,6 +139,21 @@ def drain(deployment: Deployment) -> tuple[int, int]:
             return batches, records
 
 
+FAILS_ON_PURPOSE = (
+    "one example fails on purpose: link_error=error_handler.s() publishes tasks.always_fails, "
+    "which raises KeyError(1); the error lines it prints are expected, and error_handler then "
+    "reads that failure from the result store"
+)
+DEMO_LOG = Path(".celery-lambda") / "demo-lambda.log"
+"""Where the demo writes the handler's log lines."""
+KEEP_EXPLORING = """\
+The demo's emulator stopped with it. To keep exploring:
+  celery -A tasks lambda up       # emulator + template + consumer; Ctrl-C
+  source .celery-lambda/env.sh    # in another shell: what up exported
+  python -c "from tasks import add; print(add.delay(4, 4).get())"
+  celery -A tasks lambda queues   # then: inspect [ID], dlq, stats, schedule"""
+
+
 def run_demo(app: Any, deployment: Deployment, console: Console) -> Table:
     """Publish every scenario, drain the queues through the Lambda path, tabulate the outcome."""
     point_app_at(app, deployment)
@@ -148,6 +164,7 @@ def run_demo(app: Any, deployment: Deployment, console: Console) -> Table:
         f"published {len(published) - len(scheduled)} examples and {len(scheduled)} scheduled "
         "task(s) from one beat tick; consuming through the Lambda handler…"
     )
+    console.print(FAILS_ON_PURPOSE)
     emf = io.StringIO()
     with contextlib.redirect_stdout(emf):
         batches, records = drain(deployment)
@@ -160,16 +177,37 @@ def run_demo(app: Any, deployment: Deployment, console: Console) -> Table:
     for label, result in published:
         task_id, state, value = _describe(result)
         style = {"SUCCESS": "green", "FAILURE": "red"}.get(state, "yellow")
-        table.add_row(label, task_id[:8], f"[{style}]{state}[/]", value[:60])
+        table.add_row(label, task_id[:8], f"[{style}]{state}[/]", _brief(value))
     return table
+
+
+def _brief(value: str, limit: int = 120) -> str:
+    """A result's repr for the table: whole when short, else cut with an ellipsis (the table
+    folds long cells instead of cutting them at the terminal's width)."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def demo_main(app: Any, target: str = DEFAULT_TARGET) -> None:
     """The whole demo: emulator up (or LocalStack found), template deployed, examples run."""
     console = Console()
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
     # The handler's logger exists already (importing the app made it): apply the level to it.
     logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
-    with local_cloud(target=target) as deployment:
-        console.print(f"{target} at {deployment.endpoint_url}, template deployed")
-        console.print(run_demo(app, deployment, console))
+    DEMO_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with DEMO_LOG.open("w") as log, _handler_logs_to(log), local_cloud(target=target) as cloud:
+        console.print(f"{target} at {cloud.endpoint_url}, template deployed")
+        console.print(run_demo(app, cloud, console))
+    console.print(f"the handler's log, as CloudWatch would get it: {DEMO_LOG}")
+    console.print(KEEP_EXPLORING)
+
+
+@contextlib.contextmanager
+def _handler_logs_to(stream: IO[str]) -> Iterator[None]:
+    """The handler's log lines (Powertools' JSON, on stdout on Lambda) go to ``stream``: the
+    demo's terminal shows its table, not a traceback of the failure it makes on purpose."""
+    handler = logger.registered_handler
+    previous = handler.setStream(stream)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        handler.setStream(previous)  # type: ignore[attr-defined]
