@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devtools.cloud.emulator import reachable
+from devtools.ops.target import NO_ENVIRONMENT
 from infra.beat.engine import Entry, entries_of, slot_task_id
 from infra.beat.slots import slots_after
 from infra.beat.state import DynamoDBBeatState
@@ -79,6 +80,8 @@ def rows(
 
 def last_slots(settings: Settings, names: Sequence[str]) -> tuple[dict[str, int], str | None]:
     """The recorded slots, or none and the one line that says why they could not be read."""
+    if not settings.queue_urls and not settings.endpoint_url:
+        return {}, NO_ENVIRONMENT  # no deployment named: not botocore's "no credentials"
     if settings.endpoint_url and not reachable(settings.endpoint_url):
         return {}, f"nothing answers at AWS_ENDPOINT_URL={settings.endpoint_url}"
     store = DynamoDBBeatState(aws.client("dynamodb", settings), settings.results_table)

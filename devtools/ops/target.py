@@ -23,6 +23,7 @@ from infra.core.errors import CeleryLambdaError, ConfigurationError
 from infra.core.settings import Settings
 
 __all__ = [
+    "NO_ENVIRONMENT",
     "STACK_OUTPUTS",
     "Target",
     "stack_environment",
@@ -100,6 +101,13 @@ def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
 
 
+NO_ENVIRONMENT = (
+    "CELERY_QUEUE_URLS is not set: `source .celery-lambda/env.sh` (written by "
+    "`celery -A tasks lambda up`) or pass --stack NAME"
+)
+"""The one line every operator's command answers without its environment."""
+
+
 def target_from_env(env: Mapping[str, str] | None = None) -> Target:
     """The deployment the environment names (``deploy-local``'s exports).
 
@@ -108,10 +116,7 @@ def target_from_env(env: Mapping[str, str] | None = None) -> Target:
     """
     settings = Settings.from_env(os.environ if env is None else env)
     if not settings.queue_urls:
-        raise ConfigurationError(
-            "CELERY_QUEUE_URLS is not set: `source .celery-lambda/env.sh` (written by "
-            "`celery -A tasks lambda up`) or pass --stack NAME"
-        )
+        raise ConfigurationError(NO_ENVIRONMENT)
     return Target(settings, "the environment")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ import handlers.beat
 from devtools.cloud.deploy import Deployment
 from devtools.cloud.lambda_events import build_scheduled_event, make_context
 from devtools.cloud.session import point_app_at
+from devtools.ops.target import NO_ENVIRONMENT
 from infra.beat import runtime as beat_runtime
 from infra.beat.engine import Beat, Entry, slot_task_id
 from infra.beat.report import TickReport
@@ -348,6 +350,17 @@ def test_cli_schedule_without_a_store_still_lists_in_one_line(cloud_env: dict[st
         line
         == "last fired slots unavailable: nothing answers at AWS_ENDPOINT_URL=http://127.0.0.1:9"
     )
+
+
+def test_cli_schedule_without_its_environment_says_what_to_source() -> None:
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CELERY_"))}
+
+    out = run_schedule(bare)
+
+    assert out.returncode == 0, out.stderr
+    assert "add-every-minute" in out.stdout
+    (line,) = [line for line in out.stdout.splitlines() if "unavailable" in line]
+    assert line == f"last fired slots unavailable: {NO_ENVIRONMENT}"
 
 
 def test_demo_tick_publishes_the_example_schedule(cloud: Deployment) -> None:
