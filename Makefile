@@ -25,8 +25,9 @@ lint: $(STAMP)
 test: tools-install lint
 	$(BIN)/pytest
 
+# TASKS=3000 make bench: the same table at another backlog (per-task figures should not move).
 bench: $(STAMP)
-	$(BIN)/celery -A tasks lambda bench
+	$(BIN)/celery -A tasks lambda bench --tasks $(or $(TASKS),300)
 
 bench-publish: $(STAMP)
 	$(BIN)/celery -A tasks lambda bench-publish
@@ -81,12 +82,22 @@ sam-install: $(SAM_STAMP)
 sam-validate: $(STAMP) $(SAM_STAMP)
 	$(BIN)/python -m devtools.checks.sam validate
 
-# What `make test` installs is four independent pieces (the project's .venv, then LocalStack and
-# DynamoDB Local through it; checkov's and SAM CLI's virtualenvs), mostly downloads and unpacking,
-# so a clean clone installs them side by side. make waits for all and fails if any does.
+# What `make test` installs is five independent pieces (the project's .venv, then LocalStack and
+# DynamoDB Local through it; checkov's and SAM CLI's virtualenvs; Debian's chromium), mostly
+# downloads and unpacking, so a clean clone installs them side by side. make waits for all and
+# fails if any does.
 .PHONY: tools-install
 tools-install:
-	$(MAKE) --no-print-directory -j3 localstack-install $(CHECKOV_STAMP) $(SAM_STAMP)
+	$(MAKE) --no-print-directory -j3 localstack-install $(CHECKOV_STAMP) $(SAM_STAMP) browser-install
+
+# The dashboard's browser tests (tests/integration/test_dashboard.py) drive Debian's chromium
+# through Playwright's `executable_path` (Playwright's own browser download is never used):
+# installed with apt when it is missing, so a second run does nothing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+.PHONY: browser-install
+browser-install:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 # `sam build` (BuildMethod: makefile) calls these with ARTIFACTS_DIR: the handlers, the app and
 # the engine (the tooling is not in it: it lives in devtools/), and the runtime dependencies as
@@ -100,3 +111,10 @@ build-WorkerFunction build-BeatFunction:
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Celery's own t/integration test_tasks.py and test_canvas.py (the installed version's sdist, cached
+# in .tools/celery-suite/) through a stock worker and through the Lambda path, on the emulator;
+# fails when a test passes on the worker only. ARGS="--parallel" runs both paths side by side.
+.PHONY: celery-suite
+celery-suite: $(STAMP)
+	$(BIN)/python -m tests.celery_suite.run $(ARGS)

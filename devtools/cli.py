@@ -25,7 +25,13 @@ from devtools.bench.publish import bench_publish_main
 from devtools.checks.doctor import doctor_main
 from devtools.cloud.deploy import DEFAULT_STACK, deploy
 from devtools.cloud.event_source import consume, handler_from_source, stop_on_signals
-from devtools.cloud.session import local_cloud, local_settings, write_env_file
+from devtools.cloud.session import (
+    local_cloud,
+    local_settings,
+    record_deployment,
+    recorded_deployment,
+    write_env_file,
+)
 from devtools.cloud.targets import DEFAULT_TARGET, TARGETS
 from devtools.ops.commands import COMMANDS
 from devtools.ops.schedule import schedule_main
@@ -82,13 +88,26 @@ def _settings(target: str) -> Settings:
 )
 @target_option
 def deploy_local(stack_name: str, template_path: Path | None, target: str) -> None:
-    """Create the template's queues, tables and bucket on AWS_ENDPOINT_URL; print the exports."""
+    """Create the template's queues, tables and bucket on AWS_ENDPOINT_URL; print the exports.
+
+    The deployment is recorded under .celery-lambda/ for `lambda consume`, which never deploys.
+    """
     settings = _settings(target)
     try:
         deployment = deploy(settings, stack_name=stack_name, template_path=template_path)
     except CeleryLambdaError as exc:
         _fail(str(exc))
+    record_deployment(deployment)
     click.echo(deployment.exports())
+
+
+processes_option = click.option(
+    "--processes",
+    is_flag=True,
+    help="A process per poller (isolated, invocations in parallel; each imports the handler). "
+    "Default: threads of this process whose invocations take turns in its main thread.",
+)
+"""The ``--processes`` option of ``up`` and ``consume``."""
 
 
 @lambda_.command()
@@ -97,13 +116,22 @@ def deploy_local(stack_name: str, template_path: Path | None, target: str) -> No
 @click.option(
     "--consume/--no-consume", "consuming", default=True, help="Run the event-source emulator too."
 )
-@click.option("--concurrency", type=int, default=1, show_default=True)
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Pollers per queue.")
+@processes_option
 @target_option
-def up(port: int | None, stack_name: str, consuming: bool, concurrency: int, target: str) -> None:
+def up(
+    port: int | None,
+    stack_name: str,
+    consuming: bool,
+    concurrency: int,
+    processes: bool,
+    target: str,
+) -> None:
     """Start the embedded emulator, deploy the template, consume through the Lambda handler."""
     try:
         with local_cloud(port, stack_name, target) as deployment:
             env_file = write_env_file(deployment)
+            record_deployment(deployment)
             os.environ.update(deployment.environment)
             click.echo(deployment.exports())
             console.print(
@@ -119,6 +147,7 @@ def up(port: int | None, stack_name: str, consuming: bool, concurrency: int, tar
                     handler_from_source,
                     concurrency=concurrency,
                     stop=stop,
+                    processes=processes,
                 )
             else:
                 stop.wait()
@@ -136,18 +165,25 @@ def up(port: int | None, stack_name: str, consuming: bool, concurrency: int, tar
     help="Seconds before a failed record comes back (default: the queue's visibility timeout).",
 )
 @click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
+@processes_option
 @target_option
 def consume_command(
     until_empty: bool,
     concurrency: int,
     failed_visibility: int | None,
     stack_name: str,
+    processes: bool,
     target: str,
 ) -> None:
-    """Play the SQS event source mapping: poll the template's queues, invoke the handler."""
+    """Play the SQS event source mapping: poll the deployed queues, invoke the handler.
+
+    Reads what `deploy-local` or `up` recorded for this endpoint; never creates anything.
+    """
     settings = _settings(target)
     try:
-        deployment = deploy(settings, stack_name=stack_name)
+        deployment = recorded_deployment(settings, stack_name)
+        for name, value in deployment.environment.items():
+            os.environ.setdefault(name, value)  # what the user exported wins
         stats = consume(
             deployment.event_sources,
             handler_from_source,
@@ -155,6 +191,7 @@ def consume_command(
             until_empty=until_empty,
             failed_visibility=failed_visibility,
             stop=stop_on_signals(),
+            processes=processes,
         )
     except CeleryLambdaError as exc:
         _fail(str(exc))
@@ -165,7 +202,8 @@ def consume_command(
 @target_option
 @click.pass_context
 def demo(ctx: click.Context, target: str) -> None:
-    """Start the emulator, publish the brief's examples, run them through the Lambda path."""
+    """Start the emulator, publish the example tasks (add, chain, group, chord, retry, …), run them
+    through the Lambda path."""
     # Here, not at the top: the demo imports the handler's Powertools, which would otherwise be
     # paid by every `celery` command (Celery loads its plugins for `celery worker` too).
     from devtools.demo import demo_main
@@ -177,19 +215,20 @@ def demo(ctx: click.Context, target: str) -> None:
 
 
 @lambda_.command()
-@click.option("--tasks", "count", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--tasks", "count", type=click.IntRange(min=20), default=300, show_default=True)
 @click.option(
     "--pool",
     "pools",
     multiple=True,
-    type=click.Choice(["prefork", "threads", "solo"]),
-    help="Stock worker pool to measure; repeatable (default: all three, the fastest compared).",
+    type=click.Choice(sorted(POOLS)),
+    help="Plain Celery pool to try; repeatable (default: threads and prefork, the best compared).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead.")
 @click.pass_context
-def bench(ctx: click.Context, count: int, pools: tuple[str, ...]) -> None:
-    """Drain N tasks.add with a stock worker and the Lambda path: tasks/s, requests per task."""
+def bench(ctx: click.Context, count: int, pools: tuple[str, ...], as_json: bool) -> None:
+    """Drain N tasks.add by plain Celery, our worker, the Lambda path, the handler: one table."""
     try:
-        bench_main(ctx.obj.app, tasks=count, pools=pools or tuple(POOLS))
+        bench_main(ctx.obj.app, tasks=count, pools=pools or tuple(POOLS), as_json=as_json)
     except CeleryLambdaError as exc:
         _fail(str(exc))
 
@@ -226,7 +265,7 @@ def doctor(ctx: click.Context) -> None:
 @lambda_.command("bench-import")
 @click.option("--runs", type=click.IntRange(min=1), default=7, show_default=True)
 def bench_import(runs: int) -> None:
-    """Cold import of handlers.sqs against the bare import of its dependencies (median)."""
+    """Cold import and init of handlers.sqs against the bare import of its dependencies."""
     bench_import_main(runs)
 
 
@@ -241,6 +280,27 @@ def schedule_command(ctx: click.Context, count: int) -> None:
         _fail(str(exc))
 
 
+@lambda_.command("dashboard")
+@click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--stack", metavar="NAME", default=None, help="As for the operator's commands.")
+@click.option("--token", default=None, help="The token to require (default: a random one).")
+@click.option("--read-only", is_flag=True, help="Hide and refuse revoke, redrive and purge.")
+@click.pass_context
+def dashboard(
+    ctx: click.Context, port: int, host: str, stack: str | None, token: str | None, read_only: bool
+) -> None:
+    """Serve the web dashboard (tasks, queues, DLQs, schedule); prints the URL to open."""
+    # Here, not at the top: Starlette, Jinja2 and uvicorn would otherwise be paid by every
+    # `celery` command (Celery loads its plugins for `celery worker` too).
+    from devtools.dashboard.server import dashboard_main, make_dashboard
+    from devtools.ops.options import resolve
+
+    target = resolve(stack)
+    made = make_dashboard(target, ctx.obj.app, token=token, read_only=read_only)
+    dashboard_main(made, host, port, say=click.echo)
+
+
 @lambda_.command("revoke")
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--reason", default="revoked", show_default=True)
@@ -253,3 +313,47 @@ def revoke_command(ctx: click.Context, ids: tuple[str, ...], reason: str) -> Non
         _fail(str(exc))
     for task_id in recorded:
         click.echo(f"revoked {task_id}")
+
+
+@lambda_.command("soak")
+@click.option("--tasks", "count", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Kills' and faults' seed.")
+@click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Share of DynamoDB and SQS requests the proxy answers with a throttle or a 500.",
+)
+@click.option(
+    "--kill-every",
+    type=click.FloatRange(min=0),
+    default=6.0,
+    show_default=True,
+    help="Mean seconds between SIGKILLs of a consumer (0: none).",
+)
+@click.option(
+    "--min-kills", type=click.IntRange(min=0), default=0, help="Kill at least this many times."
+)
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="Give up after this.")
+@click.pass_context
+def soak(
+    ctx: click.Context,
+    count: int,
+    seed: int,
+    fault_rate: float,
+    kill_every: float,
+    min_kills: int,
+    timeout: float | None,
+) -> None:
+    """Both consumers on one queue, killed and faulted: published, succeeded, lost, ran twice."""
+    # Here, not at the top: the soak's module defines a Celery app, whose signal handlers every
+    # `celery worker` that loads this plugin would otherwise install too.
+    from devtools.soak.run import SoakOptions, soak_main
+
+    options = SoakOptions(count, seed, fault_rate, kill_every, min_kills=min_kills, timeout=timeout)
+    try:
+        run = soak_main(options, console)
+    except CeleryLambdaError as exc:
+        _fail(str(exc))
+    ctx.exit(1 if run.failed else 0)

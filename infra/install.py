@@ -6,12 +6,14 @@ One call, for ``tasks.app`` or any other app, before it publishes:
   S3, clear unknown-queue errors, batched group publishing);
 - ``app.control.revoke`` records revocations in the results table (:mod:`infra.store.revoke`);
 - a group's tasks are published inside one :func:`infra.producer.transport.batched` block;
-- a worker writes the Lambda path's metrics (EMF) and outcome lines (:mod:`infra.worker.signals`).
+- a worker writes the Lambda path's metrics (EMF) and outcome lines (:mod:`infra.worker.signals`),
+  and above DEBUG Celery's own per-task lines ("Received task", "succeeded in") are not written.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,11 +39,12 @@ def configure(app: Celery) -> Celery:
     return app
 
 
-def _install_worker_metrics(**_: Any) -> None:
-    """At worker start (before the pool forks): the signal handlers of infra.worker.signals."""
+def _install_worker_metrics(sender: Any = None, **_: Any) -> None:
+    """At worker start (before the pool forks): the signal handlers of infra.worker.signals, and
+    Celery's per-task lines left to them unless the worker logs at DEBUG."""
     from infra.worker import signals as worker_signals  # workers only: producers skip Powertools
 
-    worker_signals.install()
+    worker_signals.install(getattr(sender, "loglevel", None) or logging.INFO)
 
 
 def _batch_group_publishing() -> None:

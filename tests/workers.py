@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["ROOT", "celery_worker"]
+__all__ = ["ROOT", "celery_worker", "outcome_lines"]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def outcome_lines(log: Path, task_id: str | None = None) -> list[dict[str, Any]]:
+    """The worker's "task finished" JSON lines, each with its size in bytes under ``"bytes"``
+    (only ``task_id``'s when given): one per task that ran, whatever state it ended in."""
+    lines = []
+    for raw in log.read_bytes().splitlines():
+        if not raw.startswith(b'{"level"'):
+            continue
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue  # cut off by a concurrent write
+        if line.get("message") == "task finished" and task_id in (None, line.get("task_id")):
+            lines.append({**line, "bytes": len(raw) + 1})
+    return lines
 
 
 @contextmanager

@@ -1,8 +1,11 @@
-"""The benchmarks, on the embedded emulator: a drain by each consumer
-(:mod:`~devtools.bench.drain`), the ways to publish (:mod:`~devtools.bench.publish`) and the
-handler's cold import (:mod:`~devtools.bench.imports`).
+"""The benchmarks, on the embedded emulator: a drain by each consumer against plain Celery
+(:mod:`~devtools.bench.drain`, plain Celery's app in :mod:`~devtools.bench.plain_app`, what a
+consumer spends read by :mod:`~devtools.bench.meter`, priced by :mod:`~devtools.bench.prices`,
+shown by :mod:`~devtools.bench.report`), the ways to publish (:mod:`~devtools.bench.publish`)
+and the handler's cold start (:mod:`~devtools.bench.imports`).
 
-May import: :mod:`infra`, :mod:`devtools.cloud` and :mod:`devtools.examples`.
+May import: :mod:`infra`, :mod:`devtools.cloud` and :mod:`devtools.examples`
+(:mod:`~devtools.bench.plain_app` and :mod:`~devtools.bench.meter` nothing of the project).
 """
 
-__all__ = ["drain", "imports", "publish"]
+__all__ = ["drain", "imports", "meter", "plain_app", "prices", "publish", "report"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,29 @@ class Deployment:
     def exports(self) -> str:
         """``export NAME=value`` lines for a shell."""
         return "\n".join(f"export {k}={_shell_quote(v)}" for k, v in self.environment.items())
+
+    def to_json(self) -> str:
+        """The deployment as JSON, for :meth:`from_json` in another process."""
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Deployment:
+        """The deployment :meth:`to_json` wrote.
+
+        Raises:
+            ConfigurationError: not such a JSON document (another version wrote it, or it is cut).
+        """
+        try:
+            fields = json.loads(text)
+            return cls(
+                **{
+                    **fields,
+                    "event_sources": tuple(EventSource(**e) for e in fields["event_sources"]),
+                    "schedules": tuple(ScheduleSource(**e) for e in fields.get("schedules", ())),
+                }
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigurationError(f"not a recorded deployment: {exc}") from exc
 
 
 def _shell_quote(value: str) -> str:

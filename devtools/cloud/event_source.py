@@ -5,28 +5,37 @@ An :class:`EventSourcePoller` long-polls one queue, gathers a batch (batch size,
 function's timeout, and deletes only the records that succeeded; SQS visibility and redrive do the
 rest. See https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html.
 
-:func:`consume` runs pollers like concurrent invocations. Each runs in its own process (spawned by
-default: a fresh interpreter that imports the handler, as a Lambda execution environment's init
-does), so the handler always runs in a main thread, where the signals it times tasks with work. One
-source at concurrency 1 runs in the calling thread instead.
+:func:`consume` runs several pollers. By default they are threads of this process sharing one
+execution environment: each receives, gathers and deletes on its own, while their invocations take
+turns in the calling thread (as a Lambda environment runs one invocation at a time), which is the
+main thread where the signals the handler times tasks with work. Starting costs nothing beyond
+importing the handler once. With ``processes=True`` every poller gets its own process instead (an
+execution environment each, spawned by default: a fresh interpreter that imports the handler, as a
+Lambda init does), for invocations in parallel and isolated from each other; that costs each one
+the handler's import.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import json
 import logging
 import multiprocessing
+import queue
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
 
 from devtools.cloud.deploy import EventSource
 from devtools.cloud.lambda_events import (
@@ -53,7 +62,9 @@ __all__ = [
     "BatchOutcome",
     "ConsumeStats",
     "EventSourcePoller",
+    "Answer",
     "Handler",
+    "Invoker",
     "LambdaContext",
     "StopSignal",
     "build_event",
@@ -71,12 +82,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
+Answer = tuple[tuple[str, ...], str | None]
+"""What an invocation leaves: the ids of the records to leave in the queue, the error if any."""
+Invoker = Callable[[Callable[[], Answer]], Answer]
+"""Runs an invocation somewhere (in this thread, or in the thread serving the environment)."""
 
 START_METHOD = "spawn"
 """A fresh interpreter per poller, importing the handler as a Lambda init does. ``fork`` starts
 about a second sooner but inherits the parent's open sockets (cached boto3 clients, the Celery
 app's connection pools) and any lock another thread held."""
 _PAYLOAD_BUDGET = LAMBDA_MAX_SYNC_PAYLOAD_BYTES - 1024  # room for the {"Records": [...]} envelope
+_MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 _QUEUE_COUNTS = (
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
@@ -167,6 +183,7 @@ class EventSourcePoller:
         failed_visibility: int | None = None,
         clock: Clock = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        invoker: Invoker | None = None,
     ) -> None:
         limit = SQS_MAX_VISIBILITY_SECONDS
         if failed_visibility is not None and not 0 <= failed_visibility <= limit:
@@ -180,6 +197,7 @@ class EventSourcePoller:
         self._failed_visibility = failed_visibility
         self._clock = clock
         self._sleep = sleep
+        self._invoker = invoker
 
     def poll_once(self, wait_seconds: int = SQS_MAX_WAIT_TIME_SECONDS) -> BatchOutcome | None:
         """Gather one batch and invoke the handler with it; None when nothing arrived."""
@@ -210,10 +228,16 @@ class EventSourcePoller:
     ) -> ConsumeStats:
         """Poll until ``stop`` is set or, with ``until_empty``, nothing is left in the queue.
 
-        Empty means nothing visible, in flight or delayed: a record that failed comes back.
+        Empty means nothing visible, in flight or delayed: a record that failed comes back. A queue
+        empty from the start ends the run at once, without a long poll.
+
+        Raises:
+            ConfigurationError: the queue does not exist (the template is not deployed there).
         """
         wait_seconds = min(wait_seconds, 1) if until_empty else wait_seconds
         stats = ConsumeStats()
+        if until_empty and self._queue_is_empty():
+            return stats
         while stop is None or not stop.is_set():
             outcome = self.poll_once(wait_seconds)
             if outcome is not None:
@@ -223,15 +247,29 @@ class EventSourcePoller:
         return stats
 
     def _receive(self, wait_seconds: int, wanted: int) -> list[dict[str, Any]]:
-        response = self._sqs.receive_message(
-            QueueUrl=self.source.queue_url,
-            MaxNumberOfMessages=min(SQS_MAX_BATCH_ENTRIES, wanted),
-            WaitTimeSeconds=wait_seconds,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
+        with self._queue_exists():
+            response = self._sqs.receive_message(
+                QueueUrl=self.source.queue_url,
+                MaxNumberOfMessages=min(SQS_MAX_BATCH_ENTRIES, wanted),
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
+
+    @contextlib.contextmanager
+    def _queue_exists(self) -> Iterator[None]:
+        """A missing queue as one clear error: the deployment it came from is gone or stale."""
+        try:
+            yield
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in _MISSING_QUEUE:
+                raise
+            raise ConfigurationError(
+                f"queue {self.source.queue_url} does not exist: deploy the template there "
+                "(`celery -A tasks lambda deploy-local`)"
+            ) from exc
 
     def _gather(self, wait_seconds: int) -> list[dict[str, Any]]:
         """Receive until the batch is full, the window has passed or 6 MB is reached."""
@@ -256,8 +294,14 @@ class EventSourcePoller:
         record = build_record(message, self.source, self._settings.region)
         return len(json.dumps(record).encode()) + 2
 
-    def _invoke(self, event: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
-        """Call the handler; the ids to leave in the queue and the invocation's error."""
+    def _invoke(self, event: dict[str, Any]) -> Answer:
+        """Invoke the handler (through the invoker, if any): the ids to leave, the error."""
+        if self._invoker is None:
+            return self._call(event)
+        return self._invoker(functools.partial(self._call, event))
+
+    def _call(self, event: dict[str, Any]) -> Answer:
+        """Call the handler with a fresh context; the ids to leave in the queue and the error."""
         ids = tuple(record["messageId"] for record in event["Records"])
         context = make_context(self.source, clock=self._clock)
         try:
@@ -297,9 +341,10 @@ class EventSourcePoller:
             logger.warning("%s on %s failed: %s", operation, self.source.queue_url, failure)
 
     def _queue_is_empty(self) -> bool:
-        response = self._sqs.get_queue_attributes(
-            QueueUrl=self.source.queue_url, AttributeNames=list(_QUEUE_COUNTS)
-        )
+        with self._queue_exists():
+            response = self._sqs.get_queue_attributes(
+                QueueUrl=self.source.queue_url, AttributeNames=list(_QUEUE_COUNTS)
+            )
         return all(int(response["Attributes"].get(name, "0")) == 0 for name in _QUEUE_COUNTS)
 
 
@@ -331,7 +376,7 @@ def handler_from_source(source: EventSource) -> Handler:
     return resolve_handler(source.handler)
 
 
-# ---------------------------------------------------------------- processes
+# ---------------------------------------------------------------- threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +385,143 @@ class _Options:
     failed_visibility: int | None
     wait_seconds: int
     log_level: int
+
+
+class _Call:
+    """One invocation handed from a poller thread to the thread serving the environment."""
+
+    def __init__(self, invocation: Callable[[], Answer]) -> None:
+        self.invocation = invocation
+        self.done = threading.Event()
+        self.answer: Answer | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        """Invoke; an interruption (Ctrl-C in the handler) fails the call and goes on up."""
+        try:
+            self.answer = self.invocation()
+        except BaseException as exc:
+            self.error = CeleryLambdaError(f"the invocation was interrupted: {exc!r}")
+            raise
+        finally:
+            self.done.set()
+
+
+class _Environment:
+    """One execution environment shared by poller threads: their invocations take turns in the
+    thread that calls :meth:`serve`, one at a time, as a Lambda environment runs them."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+
+    def invoke(self, invocation: Callable[[], Answer]) -> Answer:
+        """Run ``invocation`` in the serving thread (an :data:`Invoker`; from a poller thread).
+
+        Raises:
+            CeleryLambdaError: the environment closed before the call ran, or the call was
+                interrupted; its records stay in the queue.
+        """
+        call = _Call(invocation)
+        self._calls.put(call)
+        while not call.done.wait(0.2):
+            if self._closed.is_set():
+                raise CeleryLambdaError("the consumer stopped before the invocation ran")
+        if call.error is not None:
+            raise call.error
+        assert call.answer is not None
+        return call.answer
+
+    def serve(self, running: Callable[[], bool]) -> None:
+        """Run the pollers' invocations in this thread while ``running()``, which is asked again
+        after each call, each :meth:`wake` and every 0.2 s (for a stop signal)."""
+        while running():
+            try:
+                call = self._calls.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if call is not None:
+                call.run()
+
+    def wake(self) -> None:
+        """Have :meth:`serve` ask ``running()`` now (a poller ended)."""
+        self._calls.put(None)
+
+    def close(self) -> None:
+        """Serve no more: pollers still waiting get an error."""
+        self._closed.set()
+
+
+class _PollerThread:
+    """A poller's run in a thread of this process; its stats or error once it ends."""
+
+    def __init__(
+        self, name: str, run: Callable[[], ConsumeStats], ended: Callable[[], None]
+    ) -> None:
+        self.stats = ConsumeStats()
+        self.error: Exception | None = None
+        self.ended = False
+        self.thread = threading.Thread(target=self._run, args=(run, ended), name=name, daemon=True)
+
+    def _run(self, run: Callable[[], ConsumeStats], ended: Callable[[], None]) -> None:
+        try:
+            self.stats = run()
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.ended = True  # before ``ended()``: the thread itself may not have ended yet
+            ended()
+
+
+def _consume_in_threads(
+    sources: Sequence[EventSource],
+    handler_factory: Callable[[EventSource], Handler],
+    concurrency: int,
+    options: _Options,
+    stop: StopSignal | None,
+) -> ConsumeStats:
+    """``concurrency`` poller threads per source; their invocations served in this thread."""
+    environment, halt = _Environment(), threading.Event()
+    handlers = {source: handler_factory(source) for source in dict.fromkeys(sources)}
+    pollers = [
+        _PollerThread(
+            f"{source.function}-{slot}",
+            functools.partial(
+                EventSourcePoller(
+                    source,
+                    handlers[source],
+                    failed_visibility=options.failed_visibility,
+                    invoker=environment.invoke,
+                ).run,
+                until_empty=options.until_empty,
+                stop=halt,
+                wait_seconds=options.wait_seconds,
+            ),
+            ended=environment.wake,
+        )
+        for source in sources
+        for slot in range(concurrency)
+    ]
+
+    def running() -> bool:
+        if (stop is not None and stop.is_set()) or any(p.error is not None for p in pollers):
+            halt.set()  # the others end after their poll and batch in progress
+        return not all(p.ended for p in pollers)
+
+    try:
+        for poller in pollers:
+            poller.thread.start()
+        environment.serve(running)
+    finally:
+        halt.set()
+        environment.close()
+    errors = [p.error for p in pollers if p.error is not None]
+    if errors:
+        raise errors[0]
+    return sum((p.stats for p in pollers), ConsumeStats())
+
+
+# ---------------------------------------------------------------- processes
 
 
 def _child(
@@ -463,14 +645,17 @@ def consume(
     failed_visibility: int | None = None,
     stop: StopSignal | None = None,
     wait_seconds: int = SQS_MAX_WAIT_TIME_SECONDS,
+    processes: bool = False,
     start_method: str = START_METHOD,
 ) -> ConsumeStats:
-    """Run ``concurrency`` pollers per source, like that many concurrent invocations.
+    """Run ``concurrency`` pollers per source until ``stop`` or, with ``until_empty``, empty queues.
 
-    One source at concurrency 1 runs in this thread; otherwise every poller gets its own process
-    (``start_method``) and ``handler_factory`` must pickle (a module-level function, a
-    ``partial``). Settings come from the environment in each process. Stopping takes up to
-    ``wait_seconds`` plus the batch in progress.
+    By default the pollers are threads of this process and their invocations take turns in this
+    thread (one execution environment; ``handler_factory`` is called once per source, here). One
+    source at concurrency 1 needs no thread at all. With ``processes`` every poller gets its own
+    process (``start_method``), invocations run in parallel, and ``handler_factory`` must pickle (a
+    module-level function, a ``partial``). Settings come from the environment. Stopping takes up
+    to ``wait_seconds`` plus the batch in progress.
 
     Raises:
         ConfigurationError: concurrency below 1 or no sources; whatever a poller raised.
@@ -483,6 +668,8 @@ def consume(
         )
         return poller.run(until_empty=until_empty, stop=stop, wait_seconds=wait_seconds)
     options = _Options(until_empty, failed_visibility, wait_seconds, logger.getEffectiveLevel())
+    if not processes:
+        return _consume_in_threads(sources, handler_factory, concurrency, options, stop)
     context = multiprocessing.get_context(start_method)
     halt = context.Event()
     slots: list[_Slot] = []

@@ -2,18 +2,22 @@
 deployed into it, and the environment, the AWS clients and a Celery app pointed at it.
 
 What every command, the demo, ``make events`` and the benchmarks do before they publish or
-consume; :mod:`devtools.cloud.targets` says where each target is found.
+consume; :mod:`devtools.cloud.targets` says where each target is found. ``deploy-local`` and
+``up`` record what they deployed (:func:`record_deployment`) so that ``consume`` starts from the
+record (:func:`recorded_deployment`) instead of deploying again: a consumer never provisions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from celery._state import _get_active_apps
 from kombu import pools
 
 from devtools.cloud.deploy import DEFAULT_STACK, Deployment, deploy
@@ -25,17 +29,23 @@ from infra.core.errors import ConfigurationError
 from infra.core.settings import Settings
 
 __all__ = [
+    "DEPLOYMENTS_DIR",
     "ENV_FILE",
+    "deployment_path",
     "deployment_with_credentials",
     "local_cloud",
     "local_settings",
     "localstack_cloud",
     "point_app_at",
+    "record_deployment",
+    "recorded_deployment",
     "write_env_file",
 ]
 
 ENV_FILE = Path(".celery-lambda") / "env.sh"
 """Where ``lambda up`` writes the exports for another shell to ``source``."""
+DEPLOYMENTS_DIR = Path(".celery-lambda") / "deployments"
+"""Where ``deploy-local`` and ``up`` record their deployments, one file per stack and endpoint."""
 
 
 def point_app_at(app: Any, deployment: Deployment) -> None:
@@ -54,6 +64,10 @@ def point_app_at(app: Any, deployment: Deployment) -> None:
         app._pool = None
         app.amqp._producer_pool = None
         pools.reset()  # type: ignore[no-untyped-call]  # else kombu hands back the closed pool
+        # kombu's reset closed every app's producer pool: the others must fetch a new one too,
+        # or their next publish fails with "Acquire on closed pool".
+        for other in _get_active_apps():
+            other.amqp._producer_pool = None
 
 
 def write_env_file(deployment: Deployment, path: Path = ENV_FILE) -> Path:
@@ -61,6 +75,55 @@ def write_env_file(deployment: Deployment, path: Path = ENV_FILE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(deployment.exports() + "\n")
     return path
+
+
+def deployment_path(
+    stack_name: str, region: str, endpoint_url: str | None, directory: Path = DEPLOYMENTS_DIR
+) -> Path:
+    """The record of ``stack_name`` deployed on ``endpoint_url`` in ``region``.
+
+    One file per endpoint: emulators on other ports (another shell, a test session) never read
+    each other's record.
+    """
+    where = re.sub(r"[^A-Za-z0-9.]+", "-", endpoint_url or "aws").strip("-")
+    return directory / f"{stack_name}--{region}--{where}.json"
+
+
+def record_deployment(deployment: Deployment, directory: Path = DEPLOYMENTS_DIR) -> Path:
+    """Write the deployment where :func:`recorded_deployment` finds it; the file written."""
+    path = deployment_path(
+        deployment.stack_name, deployment.region, deployment.endpoint_url, directory
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(deployment.to_json() + "\n")
+    return path
+
+
+def recorded_deployment(
+    settings: Settings, stack_name: str = DEFAULT_STACK, directory: Path = DEPLOYMENTS_DIR
+) -> Deployment:
+    """What ``deploy-local`` or ``up`` deployed on ``settings``' endpoint, without asking it.
+
+    Raises:
+        ConfigurationError: nothing is recorded for this stack, endpoint and region (one line
+            saying what to run), or the record cannot be read.
+    """
+    path = deployment_path(stack_name, settings.region, settings.endpoint_url, directory)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"stack {stack_name} is not deployed on {settings.endpoint_url} in {settings.region} "
+            f"(no {path}): run `celery -A tasks lambda deploy-local` (or `lambda up`) first"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the deployment record {path}: {exc}") from exc
+    try:
+        return Deployment.from_json(text)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{path}: {exc}; run `celery -A tasks lambda deploy-local` again"
+        ) from exc
 
 
 def deployment_with_credentials(deployment: Deployment) -> Deployment:

@@ -5,13 +5,24 @@ The local deploy and the tests need the template as plain CloudFormation: the YA
 aws-sam-translator in process. Neither may reach AWS: the translator gets a region and dummy
 ``s3://`` code locations (it accepts nothing else offline), and managed policy names resolve from
 the map bundled with the translator, never through an IAM ``ListPolicies`` call.
+
+A translation costs about a second of CPU (importing the translator is 0.3 s of it), so its result
+is kept in a cache directory (:func:`cache_dir`), keyed on the template's content, the region, the
+parameter values and the translator's version: the same template is translated once per machine.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,13 +30,31 @@ import yaml
 
 from infra.core.errors import ConfigurationError
 
-__all__ = ["DUMMY_CODE_URI", "TEMPLATE_PATH", "lint", "load_template", "translate"]
+__all__ = [
+    "CACHE_DIR_VARIABLE",
+    "DUMMY_CODE_URI",
+    "TEMPLATE_PATH",
+    "cache_dir",
+    "lint",
+    "load_template",
+    "translate",
+    "translations",
+]
+
+logger = logging.getLogger(__name__)
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 """The project's SAM template at the repository root."""
 
 DUMMY_CODE_URI = "s3://celery-lambda-local/code.zip"
 """Stands in for local code paths, which the translator rejects when it runs offline."""
+
+CACHE_DIR_VARIABLE = "CELERY_LAMBDA_CACHE_DIR"
+"""Names the translation cache's directory (default: ``$XDG_CACHE_HOME/celery-lambda``)."""
+
+translations: Counter[str] = Counter()
+"""What :func:`translate` did in this process: ``"translated"`` (the translator ran) or ``"cached"``
+(the cache answered)."""
 
 # Properties holding a local path that `sam build`/`sam package` would upload.
 _LOCAL_URI_PROPERTIES = ("CodeUri", "ContentUri", "DefinitionUri")
@@ -150,17 +179,80 @@ class _RegionOnlySession:
     region_name: str
 
 
+def cache_dir() -> Path:
+    """Where translations are kept: ``$CELERY_LAMBDA_CACHE_DIR``, else the user's cache."""
+    configured = os.environ.get(CACHE_DIR_VARIABLE)
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "celery-lambda"
+
+
+def _cache_key(template: Mapping[str, Any], region: str, parameters: Mapping[str, Any]) -> str:
+    """A digest of everything the translation depends on."""
+    try:
+        version = metadata.version("aws-sam-translator")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    content = {"template": template, "region": region, "parameters": parameters, "sam": version}
+    text = json.dumps(content, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _cached(path: Path) -> dict[str, Any] | None:
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # absent, unreadable or half-written by a crash: translate again
+    return cached if isinstance(cached, dict) else None
+
+
+def _store(path: Path, translated: Mapping[str, Any]) -> None:
+    """Write atomically (a concurrent reader sees the old file or the new one); a cache that
+    cannot be written only costs the next translation."""
+    try:
+        text = json.dumps(translated)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=".tmp-", suffix=".json", delete=False, encoding="utf-8"
+        ) as out:
+            out.write(text)
+        os.replace(out.name, path)
+    except (OSError, TypeError, ValueError) as exc:
+        logger.debug("cannot cache the translation in %s: %s", path, exc)
+
+
 def translate(
     template: dict[str, Any],
     *,
     region: str = "us-east-1",
     parameter_values: Mapping[str, Any] | None = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     """Apply the SAM transform offline and return the plain CloudFormation template.
+
+    The result comes from the cache in ``cache`` (default :func:`cache_dir`) when this template was
+    translated before with the same region and parameter values.
 
     Raises:
         ConfigurationError: the translator rejects the template; its messages are joined.
     """
+    parameters = dict(parameter_values or {})
+    path = (cache or cache_dir()) / f"sam-{_cache_key(template, region, parameters)}.json"
+    cached = _cached(path)
+    if cached is not None:
+        translations["cached"] += 1
+        return cached
+    translated = _translate(template, region, dict(parameters))
+    translations["translated"] += 1
+    _store(path, translated)
+    return translated
+
+
+def _translate(
+    template: dict[str, Any], region: str, parameter_values: dict[str, Any]
+) -> dict[str, Any]:
+    """Run aws-sam-translator on the template (about a second of CPU)."""
     # Celery imports its CLI plugins when any `celery` command starts, and devtools.cli reaches
     # this module: aws-sam-translator takes 0.3 s to import, so only a translation pays for it.
     from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics  # CLI start-up
@@ -179,7 +271,7 @@ def translate(
         )
         translated = translator.translate(
             sam_template,
-            parameter_values=dict(parameter_values or {}),
+            parameter_values=parameter_values,
             get_managed_policy_map=dict,  # names resolve from the bundled map; no IAM call
         )
     except ExceptionWithMessage as exc:

@@ -6,6 +6,10 @@ everything; each index sorts by ``timestamp`` (the item's last write), newest fi
 ``--since`` bounds that sort key. One task is a GetItem of Celery's key; its ``result`` is
 decoded by the app's result backend, as ``AsyncResult`` would (large results follow their S3
 pointer), and its children come from Celery's ``children`` field of that meta.
+
+The dashboard's list is :func:`query_page`: the same Query, also bounded above (``until``) and
+filtered by queue or id prefix, one page at a time; the next page resumes after the last row
+shown (:func:`index_key`), so a page never skips or repeats a task.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from infra.core.errors import StoreError
 from infra.store.items import INDEX_BY_STATUS, INDEX_BY_TASK, INDEX_BY_TIME, KIND_TASK, task_key
 
 __all__ = [
+    "TaskPage",
     "TaskQuery",
     "TaskRow",
     "get_item_request",
+    "index_key",
     "item_values",
+    "page_request",
     "parse_duration",
+    "query_page",
     "query_pages",
     "query_request",
     "query_tasks",
@@ -217,3 +225,102 @@ def read_item(
     payload = item.get("result", {}).get("B")
     meta = decode(payload) if payload else {}
     return task_row(item), meta, item_values({k: v for k, v in item.items() if k != "result"})
+
+
+# ---------------------------------------------------------------- pages (the dashboard's list)
+
+
+LIST_FILTERED_PAGE: Final = 1000
+"""Items a filtered list Query evaluates per page (index entries are small: well under 1 MB)."""
+MAX_PAGES_PER_LIST: Final = 10
+"""Query pages one list page reads at most: a rare filter returns what it found and a cursor."""
+_INDEX_PARTITION: Final = {
+    INDEX_BY_TASK: "task_name",
+    INDEX_BY_STATUS: "status",
+    INDEX_BY_TIME: "kind",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of a listing, and where the next one starts (None: there is no more)."""
+
+    rows: tuple[TaskRow, ...]
+    next_key: Mapping[str, Any] | None
+
+
+def page_request(
+    table: str,
+    query: TaskQuery,
+    *,
+    until: float | None = None,
+    queue: str | None = None,
+    id_prefix: str | None = None,
+    start_key: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`query_request` bounded above by ``until`` and filtered by queue and id prefix."""
+    request = query_request(table, query, start_key)
+    names, values = request["ExpressionAttributeNames"], request["ExpressionAttributeValues"]
+    if until is not None:
+        names["#ts"] = "timestamp"
+        values[":until"] = {"N": repr(float(until))}
+        condition = request["KeyConditionExpression"]
+        if ":since" in values:
+            condition = condition.replace("#ts >= :since", "#ts BETWEEN :since AND :until")
+        else:
+            condition += " AND #ts <= :until"
+        request["KeyConditionExpression"] = condition
+    filters = [request["FilterExpression"]] if "FilterExpression" in request else []
+    if queue:
+        names["#queue"], values[":queue"] = "queue", {"S": queue}
+        filters.append("#queue = :queue")
+    if id_prefix:
+        names["#task_id"], values[":prefix"] = "task_id", {"S": id_prefix}
+        filters.append("begins_with(#task_id, :prefix)")
+    if filters:
+        request["FilterExpression"] = " AND ".join(filters)
+        request["Limit"] = max(query.limit, LIST_FILTERED_PAGE)
+    return request
+
+
+def index_key(index: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``ExclusiveStartKey`` that resumes a Query of ``index`` just after ``item``."""
+    return {name: item[name] for name in ("id", "timestamp", _INDEX_PARTITION[index])}
+
+
+def query_page(
+    dynamodb: Any,
+    table: str,
+    query: TaskQuery,
+    *,
+    until: float | None = None,
+    queue: str | None = None,
+    id_prefix: str | None = None,
+    start_key: Mapping[str, Any] | None = None,
+    max_pages: int = MAX_PAGES_PER_LIST,
+) -> TaskPage:
+    """At most ``query.limit`` tasks from ``start_key`` on, newest first, and the next page's key.
+
+    Raises:
+        StoreError: the table or its index cannot be queried.
+    """
+    rows: list[TaskRow] = []
+    start = start_key
+    for _ in range(max_pages):
+        request = page_request(
+            table, query, until=until, queue=queue, id_prefix=id_prefix, start_key=start
+        )
+        with translated(f"querying {table}", StoreError):
+            response = dynamodb.query(**request)
+        items = response.get("Items", [])
+        start = response.get("LastEvaluatedKey")
+        for i, item in enumerate(items):
+            rows.append(task_row(item))
+            if len(rows) == query.limit:
+                last = i == len(items) - 1 and not start
+                return TaskPage(
+                    tuple(rows), None if last else index_key(request["IndexName"], item)
+                )
+        if not start:
+            return TaskPage(tuple(rows), None)
+    return TaskPage(tuple(rows), start)

@@ -21,7 +21,13 @@ from infra.consumer.bodies import RecordBodies
 from infra.consumer.gate import Delay, Expired, Run, decide
 from infra.consumer.handback import Requeuer
 from infra.consumer.memory import MemoryGuard, budget_bytes
-from infra.consumer.record_metrics import note, note_outcome, note_received, note_start
+from infra.consumer.record_metrics import (
+    note,
+    note_batch,
+    note_outcome,
+    note_received,
+    note_start,
+)
 from infra.consumer.runner import Outcome, Runner
 from infra.consumer.seams import Claims, Pacer
 from infra.consumer.settlement import Settlement
@@ -140,6 +146,7 @@ class Pipeline:
 
     def prepare(self, records: Sequence[Mapping[str, Any]], context: Any) -> None:
         """Decode the batch and claim its runnable tasks in one request, before processing."""
+        note_batch(records)
         self.memory.recycle_if_still_over(context)
         self._decoded.clear()
         self.outcomes.open(records)

@@ -5,7 +5,7 @@ from :mod:`infra.core.observability` as the worker's signals build theirs."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from infra.consumer.runner import Outcome
@@ -15,10 +15,11 @@ from infra.core.observability import (
     METRIC_QUEUE_WAIT,
     METRIC_RECEIVED,
     METRIC_STARTED,
-    TASK_FINISHED,
     MetricUnit,
+    debug_fields,
     eta_lag_ms,
-    logger,
+    log_invocation,
+    log_outcome,
     outcome_fields,
     outcome_metrics,
     task_metrics,
@@ -27,7 +28,7 @@ from infra.wire.offload import SIZE_ATTRIBUTE
 from infra.wire.protocol import TaskMessage
 from infra.wire.timing import aware
 
-__all__ = ["note", "note_outcome", "note_received", "note_start"]
+__all__ = ["note", "note_batch", "note_outcome", "note_received", "note_start"]
 
 
 def note(
@@ -35,6 +36,11 @@ def note(
 ) -> None:
     """A per-task metric, with the task name and queue as its dimensions."""
     task_metrics.add(message.task_name, message.queue, name, unit, value)
+
+
+def note_batch(records: Sequence[Mapping[str, Any]]) -> None:
+    """The invocation's one line with its Lambda context; its task lines go without it."""
+    log_invocation(len(records))
 
 
 def note_received(message: TaskMessage, record: Mapping[str, Any]) -> None:
@@ -59,16 +65,24 @@ def note_start(message: TaskMessage, record: Mapping[str, Any], timezone: Any) -
 
 
 def note_outcome(message: TaskMessage, outcome: Outcome) -> None:
-    """A task that ran: its state counted, its duration, and one "task finished" line."""
+    """A task that ran: its state counted, its duration, and its one "task finished" line."""
     duration_ms = outcome.duration * 1000
     for name, unit, value in outcome_metrics(outcome.state, duration_ms):
         note(message, name, value, unit)
     fields = outcome_fields(
         state=outcome.state,
         duration_ms=duration_ms,
+        task_id=message.task_id,
         queue=message.queue,
         root_id=message.root_id,
         parent_id=message.parent_id,
         exception=outcome.exception,
+        **debug_fields(
+            message.args,
+            message.kwargs,
+            outcome.result,
+            argsrepr=message.headers.get("argsrepr"),
+            kwargsrepr=message.headers.get("kwargsrepr"),
+        ),
     )
-    logger.info(TASK_FINISHED, extra=fields)
+    log_outcome(fields, outcome.traceback)

@@ -25,6 +25,7 @@ from celery.utils.log import get_logger
 from infra.consumer.seams import OutcomeWriter
 from infra.consumer.timelimits import HardTimeLimitReached, time_limits
 from infra.core.errors import UnknownTaskError
+from infra.core.observability import quiet_celery_task_lines
 from infra.store.items import CLAIMED_BY_CONSUMER, CONSUMER_REQUEST_KEY, RESULT_BATCH_KEY
 from infra.wire.protocol import TaskMessage
 
@@ -42,6 +43,10 @@ class Outcome:
     exception: str | None = None
     requeue: bool = False
     """The task raised ``Reject(requeue=True)``: the message must come back."""
+    traceback: str | None = None
+    """A FAILURE's traceback, for the outcome line (Celery's own line about it is not written)."""
+    result: Any = None
+    """What the task returned (SUCCESS), for the outcome line at DEBUG."""
 
 
 class Runner:
@@ -51,6 +56,8 @@ class Runner:
         self.app = app
         self.hostname = hostname
         self._tracers: dict[str, Any] = {}
+        # Before any tracer is built: Celery decides then whether it logs each success.
+        quiet_celery_task_lines()
 
     def task(self, message: TaskMessage) -> Any:
         """The registered task the message names.
@@ -139,7 +146,7 @@ class Runner:
         _set_task_join_will_block(True)
         try:
             with time_limits(soft, hard, deadline):
-                _, info, _, _ = tracer(
+                retval, info, _, _ = tracer(
                     message.task_id,
                     list(message.args),
                     message.kwargs,
@@ -152,9 +159,11 @@ class Runner:
             _set_task_join_will_block(would_block)
         duration = time.monotonic() - started
         if info is None:
-            return Outcome(states.SUCCESS, duration)
+            return Outcome(states.SUCCESS, duration, result=retval)
         requeue = info.state == states.REJECTED and bool(getattr(info.retval, "requeue", False))
-        return Outcome(info.state, duration, type(info.retval).__name__, requeue)
+        # For a FAILURE the tracer returns the ExceptionInfo it logged (and stored).
+        traceback = getattr(retval, "traceback", None) if info.state == states.FAILURE else None
+        return Outcome(info.state, duration, type(info.retval).__name__, requeue, traceback)
 
     def expire(self, message: TaskMessage) -> Outcome:
         """Record REVOKED for an expired message, with the worker's reason and signal."""

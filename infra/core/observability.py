@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -18,6 +22,8 @@ from typing import Final
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from celery import states
+from celery.app.trace import LOG_FAILURE
+from celery.utils.saferepr import saferepr
 
 __all__ = [
     "CONSUMER_METRICS",
@@ -33,6 +39,7 @@ __all__ = [
     "METRIC_RECORDS",
     "METRIC_STARTED",
     "TASK_METRICS",
+    "MAX_VALUES",
     "TaskMetrics",
     "METRIC_DECODE_FAILED",
     "METRIC_CLAIM_HELD",
@@ -54,6 +61,13 @@ __all__ = [
     "NAMESPACE",
     "SERVICE",
     "TASK_FINISHED",
+    "BATCH_RECEIVED",
+    "INVOCATION_KEYS",
+    "LOG_GROUP_KEYS",
+    "debug_fields",
+    "log_invocation",
+    "log_outcome",
+    "quiet_celery_task_lines",
     "MetricUnit",
     "MetricValue",
     "eta_lag_ms",
@@ -161,7 +175,29 @@ TASK_FINISHED: Final = "task finished"
 MetricValue = tuple[str, MetricUnit, float]
 """One value of a per-task metric: ``(name, unit, value)``."""
 
-logger = Logger(service=SERVICE, use_rfc3339=True)
+BATCH_RECEIVED: Final = "batch received"
+"""The Lambda path's line once per invocation, with what every other line of it leaves out."""
+INVOCATION_KEYS: Final = ("service", "cold_start", "function_request_id")
+"""Keys Powertools puts on every line of an invocation that only its :data:`BATCH_RECEIVED`
+line keeps."""
+LOG_GROUP_KEYS: Final = ("function_name", "function_memory_size", "function_arn")
+"""Keys Powertools puts on every line that no line keeps after an invocation starts: they name
+the function, as its log group does."""
+TASK_LINE_LOGGERS: Final = ("celery.app.trace", "celery.worker.strategy")
+"""Celery's per-task lines: "Received task", "succeeded in", "retry", "ignored"."""
+
+# No `location` (the message says which line it is), no X-Ray id on every line (constant per
+# invocation: on the batch line), the traceback once as text (no `stack_trace` copy of it).
+logger = Logger(
+    service=SERVICE,
+    use_rfc3339=True,
+    location=None,
+    xray_trace_id=None,
+    serialize_stacktrace=False,
+)
+# Powertools filters its records out of the root handlers that exist when it is made; a worker
+# adds Celery's later, which would print each JSON line a second time as text.
+logging.getLogger(SERVICE).propagate = False
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
@@ -173,33 +209,80 @@ def tracer() -> Tracer:
     return Tracer(service=SERVICE)
 
 
+MAX_VALUES: Final = 99
+"""Values of one metric in one EMF document. CloudWatch takes 100, but Powertools' ``add_metric``
+prints the document itself (to ``sys.stdout``, not to our writer) and clears it at the 100th."""
+
+
 class TaskMetrics:
-    """Per-task metrics, kept by (task name, queue) and written as one EMF line per pair.
+    """Per-task metrics, kept by (task name, queue) and written as one EMF line per pair (more
+    when a metric has over :data:`MAX_VALUES` values). Thread-safe.
 
     Powertools' shared ``Metrics`` has one dimension set per flush; a batch mixes tasks, so each
-    pair gets its own ``EphemeralMetrics`` at flush time.
+    pair gets its own ``EphemeralMetrics`` at flush time. The Lambda path flushes once per batch;
+    the worker path when :meth:`flush_due` says so (see :mod:`infra.worker.signals`).
     """
 
-    def __init__(self) -> None:
-        self._values: dict[tuple[str, str], list[tuple[str, MetricUnit, float]]] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, str], dict[str, tuple[MetricUnit, list[float]]]] = {}
+        self._fullest = 0
+        self._since: float | None = None
+        """When the oldest value not yet written was noted (``clock``)."""
 
     def add(
         self, task_name: str, queue: str | None, name: str, unit: MetricUnit, value: float
     ) -> None:
         """Note one value of metric ``name`` for ``task_name`` on ``queue``."""
         key = (task_name, queue or "unknown")
-        self._values.setdefault(key, []).append((name, unit, value))
+        with self._lock:
+            _, values = self._values.setdefault(key, {}).setdefault(name, (unit, []))
+            values.append(value)
+            self._fullest = max(self._fullest, len(values))
+            if self._since is None:
+                self._since = self._clock()
 
     def flush(self, write: Callable[[str], object] = print) -> None:
         """Write what was noted as EMF lines (one JSON object per line) and forget it."""
-        values, self._values = self._values, {}
+        with self._lock:
+            self._write(write)
+
+    def flush_due(self, write: Callable[[str], object], max_age: float) -> None:
+        """:meth:`flush` if a metric of a pair holds :data:`MAX_VALUES` values or the oldest
+        value is ``max_age`` seconds old; else nothing."""
+        with self._lock:
+            if self._fullest >= MAX_VALUES or (
+                self._since is not None and self._clock() - self._since >= max_age
+            ):
+                self._write(write)
+
+    def survive_forks(self) -> None:
+        """For a process that forks (a prefork worker's parent): no fork while a line is
+        written, and a child starts empty, its parent writing what was noted before the fork."""
+        # Lambdas: a child's lock is a new one (``_forget``), which a fork in the child holds.
+        os.register_at_fork(
+            before=lambda: self._lock.acquire(),
+            after_in_parent=lambda: self._lock.release(),
+            after_in_child=self._forget,
+        )
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._values, self._fullest, self._since = {}, 0, None
+
+    def _write(self, write: Callable[[str], object]) -> None:
+        """Under the lock: the lines, written (a fork cannot cut one), and the noted forgotten."""
+        values, self._values, self._fullest, self._since = self._values, {}, 0, None
         for (task_name, queue), noted in values.items():
-            line = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-            line.add_dimension(DIMENSION_TASK, task_name)
-            line.add_dimension(DIMENSION_QUEUE, queue)
-            for name, unit, value in noted:
-                line.add_metric(name=name, unit=unit, value=value)
-            write(json.dumps(line.serialize_metric_set(), separators=(",", ":")))
+            for start in range(0, max(len(v) for _, v in noted.values()), MAX_VALUES):
+                line = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+                line.add_dimension(DIMENSION_TASK, task_name)
+                line.add_dimension(DIMENSION_QUEUE, queue)
+                for name, (unit, all_values) in noted.items():
+                    for value in all_values[start : start + MAX_VALUES]:
+                        line.add_metric(name=name, unit=unit, value=value)
+                write(json.dumps(line.serialize_metric_set(), separators=(",", ":")))
 
 
 task_metrics = TaskMetrics()
@@ -219,20 +302,98 @@ def outcome_fields(
     state: str | None,
     duration_ms: float,
     *,
+    task_id: str,
     queue: str | None,
     root_id: str | None,
     parent_id: str | None,
     **more: object,
 ) -> dict[str, object]:
-    """The fields of the :data:`TASK_FINISHED` line; ``more``: what only one consumer knows."""
+    """The fields of the :data:`TASK_FINISHED` line; ``more``: what only one consumer knows.
+    A task that is its own root (no workflow) has no ``root_id``: it would repeat ``task_id``."""
     return {
+        "task_id": task_id,
         "state": state,
         "duration_ms": round(duration_ms, 1),
         "queue": queue,
-        "root_id": root_id,
+        "root_id": root_id if root_id != task_id else None,
         "parent_id": parent_id,
         **more,
     }
+
+
+def debug_fields(
+    args: object,
+    kwargs: object,
+    result: object = None,
+    *,
+    argsrepr: object = None,
+    kwargsrepr: object = None,
+) -> dict[str, object]:
+    """Arguments and return value for the outcome line, only when the logger is at DEBUG (set,
+    or for an invocation picked by ``POWERTOOLS_LOGGER_SAMPLE_RATE``); else nothing, and no
+    repr is made. ``argsrepr``/``kwargsrepr``: the message's own, when the producer set them."""
+    if not logging.getLogger(SERVICE).isEnabledFor(logging.DEBUG):
+        return {}
+    return {
+        # Not `args`: a LogRecord attribute (logging refuses extras that would overwrite one).
+        "task_args": str(argsrepr or saferepr(args, maxlen=1024)),
+        "task_kwargs": str(kwargsrepr or saferepr(kwargs, maxlen=1024)),
+        "result": saferepr(result, maxlen=1024),
+    }
+
+
+def log_outcome(fields: Mapping[str, object], traceback: str | None = None) -> None:
+    """The one :data:`TASK_FINISHED` line of a task that ran: ERROR with its traceback for a
+    FAILURE (Celery's own line about it is dropped, :func:`quiet_celery_task_lines`), else INFO."""
+    if fields.get("state") == states.FAILURE:
+        logger.error(TASK_FINISHED, extra={**fields, "traceback": traceback})
+    else:
+        logger.info(TASK_FINISHED, extra=dict(fields))
+
+
+def log_invocation(records: int) -> None:
+    """The invocation's :data:`BATCH_RECEIVED` line with its request id, cold start and X-Ray
+    trace id, which the task lines that follow go without (see :data:`INVOCATION_KEYS`)."""
+    trace = os.environ.get("_X_AMZN_TRACE_ID", "").split(";")[0].removeprefix("Root=")
+    logger.remove_keys(LOG_GROUP_KEYS)
+    logger.info(BATCH_RECEIVED, records=records, xray_trace_id=trace or None)
+    logger.remove_keys(INVOCATION_KEYS)
+
+
+class _CeleryFailureLine(logging.Filter):
+    """Drops Celery's "Task … raised …" line: the outcome line carries the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == LOG_FAILURE and record.levelno < logging.CRITICAL)
+
+
+_FAILURE_LINE = _CeleryFailureLine()
+
+
+def quiet_celery_task_lines(level: int | str | None = None) -> None:
+    """Above DEBUG, Celery writes none of its per-task lines (:data:`TASK_LINE_LOGGERS` at
+    WARNING, its failure line filtered): the outcome line says it once. A level the app gave
+    those loggers itself is kept. At DEBUG they are all written. ``level``: the worker's, or
+    None for the Powertools logger's own (before sampling, which only adds to our line)."""
+    level = logger.initial_log_level if level is None else level
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    trace = logging.getLogger(TASK_LINE_LOGGERS[0])
+    quiet = numeric > logging.DEBUG
+    for name in TASK_LINE_LOGGERS:
+        celery_logger = logging.getLogger(name)
+        if quiet and celery_logger.level == logging.NOTSET:
+            celery_logger.setLevel(logging.WARNING)
+            _quietened.add(name)
+        elif not quiet and name in _quietened:
+            celery_logger.setLevel(logging.NOTSET)
+            _quietened.discard(name)
+    if quiet:
+        trace.addFilter(_FAILURE_LINE)
+    else:
+        trace.removeFilter(_FAILURE_LINE)
+
+
+_quietened: set[str] = set()
 
 
 def revoked_metric(expired: bool) -> str:

@@ -16,26 +16,35 @@ transport it changes four things:
 - **not yet due**: a task whose ETA is more than a minute away (ETAs over 15 minutes arrive after
   SQS's longest delay) is handed back to SQS instead of waiting in the worker's memory past its
   visibility timeout: re-sent with a delay (FIFO: kept invisible, which keeps the group's order);
-- **ack**: once a message with an offloaded body is deleted from SQS, its S3 object is deleted.
+- **ack**: in a worker (a channel on an event loop) acks are deleted together: a message's
+  prefetch slot is freed at once, and its ``DeleteMessage`` waits (at most ``ack_batch_seconds``,
+  :data:`ACK_BATCH_SECONDS` by default; 0 deletes each at once, as kombu does) to go out in one
+  ``DeleteMessageBatch`` of up to ten. A worker killed in that window leaves those messages to come
+  back after their visibility timeout, as one killed between a task and its ack does: their claim
+  acks them without running the task again. Once a message with an offloaded body is deleted from
+  SQS, its S3 object is deleted.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from kombu.asynchronous.aws.sqs.connection import AsyncSQSConnection
 from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import UndefinedQueueException
 
 from infra.core import aws
 from infra.core.errors import CeleryLambdaError, UnknownQueueError
-from infra.core.limits import SQS_MAX_MESSAGE_BYTES
+from infra.core.limits import SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES
 from infra.core.settings import (
     DEFAULT_FIFO_GROUP,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -52,7 +61,7 @@ from infra.wire.offload import PayloadStore, Pointer, parse_pointer, size_attrib
 from infra.wire.requeue import Hold, Queued, hand_back
 from infra.wire.timing import zoned_time
 
-__all__ = ["TRANSPORT", "Channel", "Transport", "batched"]
+__all__ = ["ACK_BATCH_SECONDS", "TRANSPORT", "Channel", "Transport", "batched", "delete_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +71,26 @@ WORKER_HOLD_SECONDS = 60
 """A worker may hold a task this long in its ETA timer; one due later goes back to SQS."""
 POINTER_KEY = "celery_lambda_payload"
 """Where a received message's raw SQS dict keeps the pointer its body came from."""
+ACK_BATCH_SECONDS = 0.25
+"""How long a worker's acked message may wait for others to be deleted with (DeleteMessageBatch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Acked:
+    """An acked message waiting to be deleted from SQS."""
+
+    receipt_handle: str
+    pointer: Pointer | None
+
+
+def delete_batch(queue_url: str, receipt_handles: Sequence[str]) -> dict[str, Any]:
+    """The DeleteMessageBatch of up to ten received messages; entry ids are their positions."""
+    if not 0 < len(receipt_handles) <= SQS_MAX_BATCH_ENTRIES:
+        raise ValueError(f"a DeleteMessageBatch holds 1 to 10 entries, not {len(receipt_handles)}")
+    return {
+        "QueueUrl": queue_url,
+        "Entries": [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(receipt_handles)],
+    }
 
 
 def _label(message: dict[str, Any]) -> str:
@@ -73,6 +102,12 @@ class Channel(SQS.Channel):
     """kombu's SQS channel with our publish, receive and ack additions."""
 
     _batch: PublishBatch | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._acked: dict[tuple[str, str | None], list[_Acked]] = {}
+        self._acked_lock = threading.Lock()
+        self._acked_timer = False
+        super().__init__(*args, **kwargs)
 
     # ---------------------------------------------------------------- configuration
     @property
@@ -90,6 +125,12 @@ class Channel(SQS.Channel):
     def batch_publish(self) -> bool:
         """Whether :func:`batched` collects this channel's messages."""
         return bool(self.transport_options.get("batch_publish", True))
+
+    @property
+    def ack_batch_seconds(self) -> float:
+        """How long an acked message may wait to be deleted with others (0: at once)."""
+        value = self.transport_options.get("ack_batch_seconds")
+        return ACK_BATCH_SECONDS if value is None else float(value)
 
     def payloads(self) -> PayloadStore:
         """The store for offloaded bodies: the configured bucket."""
@@ -222,8 +263,21 @@ class Channel(SQS.Channel):
             queue,
         )
 
-    def _on_messages_ready(self, queue: str, qname: str, messages: dict[str, Any]) -> Any:
-        # kombu passes the queue URL as `queue` here.
+    def asynsqs(self, queue: str | None = None) -> Any:
+        """kombu's asynchronous SQS connection, made to treat a throttled receive as empty."""
+        connection = super().asynsqs(queue)
+        if type(connection) is AsyncSQSConnection:
+            # kombu builds the connection inside asynsqs and offers no factory to override;
+            # the subclass only adds the throttle handling of _ThrottleTolerantConnection.
+            connection.__class__ = _ThrottleTolerantConnection
+        return connection
+
+    def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> Any:
+        # kombu passes the queue URL as `queue` here, and an empty list for a receive that SQS
+        # answered with a 5xx or a timeout (kombu's own handler then fails on `.get`, and the
+        # worker exits): both are a poll that found nothing.
+        if not isinstance(messages, dict):
+            return 0
         if messages.get("Messages"):
             deliverable = self._deliverable(messages["Messages"], qname, queue)
             messages = {**messages, "Messages": deliverable}
@@ -231,13 +285,73 @@ class Channel(SQS.Channel):
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         try:
-            raw = self.qos.get(delivery_tag).delivery_info.get("sqs_message") or {}
+            info = self.qos.get(delivery_tag).delivery_info
+            raw, queue_url = info["sqs_message"], info["sqs_queue"]
         except KeyError:
-            raw = {}
-        super().basic_ack(delivery_tag, multiple)
-        pointer = raw.get(POINTER_KEY)
-        if pointer is not None:
-            forget(self.payloads(), pointer)
+            super().basic_ack(delivery_tag, multiple)
+            return
+        if self.hub is None or self.ack_batch_seconds <= 0:
+            super().basic_ack(delivery_tag, multiple)  # kombu's DeleteMessage, at once
+            if raw.get(POINTER_KEY) is not None:
+                forget(self.payloads(), raw[POINTER_KEY])
+            return
+        queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
+        # kombu's virtual channel: the delivery is done, its prefetch slot free for the next one.
+        super(SQS.Channel, self).basic_ack(delivery_tag, multiple)
+        self._defer_delete(queue_url, queue, _Acked(raw["ReceiptHandle"], raw.get(POINTER_KEY)))
+
+    def _defer_delete(self, queue_url: str, queue: str | None, acked: _Acked) -> None:
+        """Queue ``acked`` for deletion: ten for a queue go at once, the rest on the timer."""
+        full: list[_Acked] = []
+        with self._acked_lock:
+            waiting = self._acked.setdefault((queue_url, queue), [])
+            waiting.append(acked)
+            if len(waiting) >= SQS_MAX_BATCH_ENTRIES:
+                full = self._acked.pop((queue_url, queue))
+            elif not self._acked_timer and self.hub is not None:
+                self._acked_timer = True
+                self.hub.call_later(self.ack_batch_seconds, self.flush_acks)
+        if full:
+            self._delete_acked(queue_url, queue, full)
+
+    def flush_acks(self) -> None:
+        """Delete every acked message still waiting (the timer, and before the channel closes)."""
+        with self._acked_lock:
+            waiting, self._acked, self._acked_timer = self._acked, {}, False
+        for (queue_url, queue), acked in waiting.items():
+            for start in range(0, len(acked), SQS_MAX_BATCH_ENTRIES):
+                self._delete_acked(queue_url, queue, acked[start : start + SQS_MAX_BATCH_ENTRIES])
+
+    def _delete_acked(self, queue_url: str, queue: str | None, acked: list[_Acked]) -> None:
+        """One DeleteMessageBatch; a message not deleted comes back, and its claim acks it."""
+        request = delete_batch(queue_url, [a.receipt_handle for a in acked])
+        try:
+            response = self.sqs(queue=queue).delete_message_batch(**request)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "%d acked messages not deleted from %s (they come back; their claims ack them "
+                "without running): %s",
+                len(acked),
+                queue_url,
+                exc,
+            )
+            return
+        failed = {entry["Id"]: entry for entry in response.get("Failed") or []}
+        if failed:
+            logger.warning(
+                "%d acked messages not deleted from %s (they come back; their claims ack them "
+                "without running): %s",
+                len(failed),
+                queue_url,
+                sorted({str(entry.get("Code")) for entry in failed.values()}),
+            )
+        for index, entry in enumerate(acked):
+            if str(index) not in failed and entry.pointer is not None:
+                forget(self.payloads(), entry.pointer)
+
+    def close(self) -> None:
+        self.flush_acks()
+        super().close()
 
 
 def _queued(message: dict[str, Any], q_url: str) -> Queued:
@@ -252,6 +366,24 @@ def _queued(message: dict[str, Any], q_url: str) -> Queued:
         body=pointer.body() if pointer else message["Body"],
         attributes=attributes,
     )
+
+
+class _ThrottleTolerantConnection(AsyncSQSConnection):
+    """A throttled ReceiveMessage (HTTP 400 ``RequestThrottled``/``ThrottlingException``) is an
+    empty poll, as kombu already treats a 5xx: kombu raises a bare ``Exception`` for it, which
+    ends a worker with "Unrecoverable error" (found by ``lambda soak``'s fault proxy)."""
+
+    def _on_list_ready(self, parent: Any, markers: Any, operation: str, response: Any) -> Any:
+        if response.status == 400:
+            body = response.read() or b""
+            if any(code in body for code in _THROTTLE_CODES):
+                logger.warning("SQS throttled %s; polling again", operation)
+                return []
+            raise self._for_status(response, body)
+        return super()._on_list_ready(parent, markers, operation, response)
+
+
+_THROTTLE_CODES = (b"RequestThrottled", b"ThrottlingException", b"Throttling")
 
 
 class Transport(SQS.Transport):

@@ -1,10 +1,14 @@
 """A claim on the wire: the requests of a batch's claim transaction and what its answer means.
 
-Pure: :class:`infra.store.claims.ClaimStore` sends what is built here. One ``TransactWriteItems``
-holds a conditional ``Update`` per task (:func:`claim_update`: not terminal, no live lease held by
-another consumer) and a ``ConditionCheck`` per revocation marker of the tasks' ids, workflow roots
-and groups (:func:`marker_check`); :func:`chunks` keeps each within DynamoDB's item limit, and
-:func:`cancelled_outcomes` reads a cancelled transaction's reasons back into outcomes. What an
+Pure: :class:`infra.store.claims.ClaimStore` sends what is built here. A claim is a conditional
+update of the task's item (:func:`claim_update`: not terminal, not revoked -- a revocation of the
+task's own id is written on its item, :data:`REVOKED_AT` -- and no live lease held by another
+consumer). A task that stands alone (its workflow root is itself, no group: most tasks) is claimed
+with that one ``UpdateItem``; otherwise the updates of a batch go in one ``TransactWriteItems`` with
+a ``ConditionCheck`` per revocation marker of the tasks' workflow roots and groups
+(:func:`marker_check`); :func:`chunks` keeps each within DynamoDB's item limit, and
+:func:`cancelled_outcomes` reads a cancelled transaction's reasons back into outcomes,
+:func:`refusal` a refused update's old item. What an
 outcome means -- run, ack as a duplicate, hand back, record REVOKED -- is :func:`action_for`, which
 both consumers (the Lambda pipeline and the worker's ``ClaimingTask``) act on.
 """
@@ -40,6 +44,9 @@ __all__ = [
     "claim_update",
     "release_update",
     "marker_check",
+    "refusal",
+    "REVOKED_AT",
+    "revoked_update",
 ]
 
 
@@ -52,8 +59,13 @@ class ClaimRequest:
     group_id: str | None = None
 
     def markers(self) -> tuple[str, ...]:
-        """Ids whose revocation markers are checked: the task, its workflow root, its group."""
-        return tuple(dict.fromkeys(i for i in (self.task_id, self.root_id, self.group_id) if i))
+        """Ids whose revocation markers are checked: its workflow root and its group.
+
+        The task's own revocation is on its item (:data:`REVOKED_AT`), checked by the claim's
+        condition itself.
+        """
+        ids = (self.root_id, self.group_id)
+        return tuple(dict.fromkeys(i for i in ids if i and i != self.task_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +139,14 @@ def action_for(outcome: ClaimOutcome) -> Action:
     return RUN
 
 
+REVOKED_AT: Final = "revoked_at"
+"""Attribute of a task's item recording that its id was revoked (epoch seconds): the claim's
+condition refuses it, so a revoked task is never claimed, whichever consumer meets it."""
+
 _TERMINAL_VALUES = {f":t{i}": {"S": s} for i, s in enumerate(sorted(TERMINAL_STATES))}
 _CLAIM_CONDITION = (
     f"(attribute_not_exists(#status) OR NOT #status IN ({', '.join(_TERMINAL_VALUES)}))"
+    f" AND attribute_not_exists({REVOKED_AT})"
     " AND (attribute_not_exists(lease_until) OR lease_until < :now OR claim_owner = :owner)"
 )
 
@@ -196,6 +213,31 @@ def release_update(table: str, task_id: str, owner: str) -> dict[str, Any]:
     }
 
 
+def revoked_update(
+    table: str, id_: str, now: float, pending: bytes, ttl: int | None
+) -> dict[str, Any]:
+    """The UpdateItem that records the revocation of ``id_`` on the item of the task of that id.
+
+    Any later claim of the task is refused (:data:`REVOKED_AT`). A new item gets Celery's
+    PENDING meta so that stock readers see PENDING, but no ``kind`` or ``status``: the id may be a
+    group's, and such an item stays out of the indexes.
+    """
+    names = {"#result": "result"}
+    values: dict[str, Any] = {":now": {"N": f"{now:.3f}"}, ":pending": {"B": pending}}
+    expression = f"SET {REVOKED_AT} = :now, #result = if_not_exists(#result, :pending)"
+    if ttl is not None:
+        expression += ", #ttl = if_not_exists(#ttl, :ttl)"
+        names["#ttl"] = "ttl"
+        values[":ttl"] = {"N": str(ttl)}
+    return {
+        "TableName": table,
+        "Key": {"id": {"S": task_key(id_)}},
+        "UpdateExpression": expression,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+
+
 def marker_check(table: str, id_: str) -> dict[str, Any]:
     """The transaction item that fails when ``id_`` has a revocation marker."""
     return {
@@ -250,15 +292,17 @@ def cancelled_outcomes(
         if marker is not None:
             decided[ident] = Revoked(by=marker)
         elif (kind, ident) in failed:
-            decided[ident] = _refusal(reason.get("Item") or {})
+            decided[ident] = refusal(ident, reason.get("Item") or {})
     return decided
 
 
-def _refusal(old: Mapping[str, Any]) -> ClaimOutcome:
-    """Why a claim's condition failed, from the item as it was."""
+def refusal(task_id: str, old: Mapping[str, Any]) -> ClaimOutcome:
+    """Why the claim of ``task_id`` was refused, from its item as it was."""
     status = old.get("status", {}).get("S")
     if status in TERMINAL_STATES:
         return Terminal(state=str(status))
+    if REVOKED_AT in old:
+        return Revoked(by=task_id)
     return Held(
         owner=str(old.get("claim_owner", {}).get("S", "?")),
         lease_until=float(old.get("lease_until", {}).get("N", "0")),

@@ -1,9 +1,10 @@
 """Claims and revocations: at most one consumer runs a task id, and revoke works on SQS.
 
 Before a task runs, its consumer claims the task's result item with a conditional write: the
-claim holds when the task is not terminal and no other consumer holds a live lease. One
-``TransactWriteItems`` claims a whole SQS batch and checks, in the same request, the revocation
-markers of each task's workflow root and group. The outcome per task is one of:
+claim holds when the task is neither terminal nor revoked and no other consumer holds a live
+lease. A lone task that stands alone (no other workflow root, no group) is one ``UpdateItem``;
+otherwise one ``TransactWriteItems`` claims a whole SQS batch and checks, in the same request,
+the revocation markers of each task's workflow root and group. The outcome per task is one of:
 
 - :class:`Claimed` -- run it;
 - :class:`Terminal` -- it already finished (a redelivery): ack without running;
@@ -11,9 +12,10 @@ markers of each task's workflow root and group. The outcome per task is one of:
 - :class:`Revoked` -- its root or group was revoked: record REVOKED, ack.
 
 The requests and the outcome types are in :mod:`infra.store.claim_requests`. An expired lease (its
-holder died) is simply taken over. Revoking writes a marker (with TTL) for
-the id; the consumer that meets the task records REVOKED, as a worker that received a revoke
-broadcast does.
+holder died) is simply taken over. Revoking an id writes a marker (with TTL) for it -- what
+the tasks whose root or group it is are checked against -- and marks the item of the task of that
+id (:data:`~infra.store.claim_requests.REVOKED_AT`), which its own claim's condition refuses; the
+consumer that meets the task records REVOKED, as a worker that received a revoke broadcast does.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from infra.store.claim_requests import (
     chunks,
     claim_update,
     marker_check,
+    refusal,
     release_update,
+    revoked_update,
 )
-from infra.store.items import KIND_REVOCATION, revocation_key
+from infra.store.items import KIND_REVOCATION, revocation_key, task_key
 from infra.store.results import DynamoDBBackend
 
 __all__ = ["BatchClaims", "ClaimStore", "store_for_app"]
@@ -85,6 +89,8 @@ class ClaimStore:
     def _claim_chunk(
         self, chunk: list[ClaimRequest], owner: str, lease_until: float
     ) -> dict[str, ClaimOutcome]:
+        if len(chunk) == 1 and not chunk[0].markers():
+            return {chunk[0].task_id: self._claim_alone(chunk[0].task_id, owner, lease_until)}
         outcomes: dict[str, ClaimOutcome] = {}
         pending = list(chunk)
         for _ in range(self.attempts):
@@ -107,6 +113,28 @@ class ClaimStore:
         if pending:
             raise StoreError(f"claiming {len(pending)} tasks kept conflicting; giving up")
         return outcomes
+
+    def _claim_alone(self, task_id: str, owner: str, lease_until: float) -> ClaimOutcome:
+        """Claim a task with no marker to check: one conditional UpdateItem, no transaction."""
+        pending_meta = self.encode_pending(task_id)
+        update = claim_update(self.table, task_id, owner, lease_until, self.clock(), pending_meta)
+        with store_errors(f"claiming {task_id}"):
+            try:
+                self.client.update_item(**update["Update"])
+            except ClientError as exc:
+                if not is_condition_failure(exc):
+                    raise
+                old = exc.response.get("Item")
+                return refusal(task_id, old if old is not None else self._item(task_id))
+        return Claimed()
+
+    def _item(self, task_id: str) -> dict[str, Any]:
+        """The task's item as it is now (for an emulator that returns no old item on refusal)."""
+        key = {"id": {"S": task_key(task_id)}}
+        item: dict[str, Any] = self.client.get_item(
+            TableName=self.table, Key=key, ConsistentRead=True
+        ).get("Item", {})
+        return item
 
     def _transaction(
         self, pending: list[ClaimRequest], owner: str, lease_until: float
@@ -144,13 +172,19 @@ class ClaimStore:
         return True
 
     def revoke(self, ids: Iterable[str], reason: str = "revoked") -> None:
-        """Record revocation markers for task, group or workflow-root ids (with TTL).
+        """Record revocations of task, group or workflow-root ids: a marker (with TTL) each, and
+        the mark on the item of the task of that id.
 
         Raises:
             StoreError: the markers could not be written.
         """
         now = self.clock()
+        ttl = int(now + self.ttl_seconds) if self.ttl_seconds else None
         for id_ in ids:
+            with store_errors(f"recording the revocation of {id_}"):
+                self.client.update_item(
+                    **revoked_update(self.table, id_, now, self.encode_pending(id_), ttl)
+                )
             item: dict[str, Any] = {
                 "id": {"S": revocation_key(id_)},
                 "kind": {"S": KIND_REVOCATION},
@@ -158,8 +192,8 @@ class ClaimStore:
                 "timestamp": {"N": f"{now:.3f}"},
                 "reason": {"S": reason},
             }
-            if self.ttl_seconds:
-                item["ttl"] = {"N": str(int(now + self.ttl_seconds))}
+            if ttl is not None:
+                item["ttl"] = {"N": str(ttl)}
             with store_errors(f"recording the revocation of {id_}"):
                 self.client.put_item(TableName=self.table, Item=item)
 

@@ -11,6 +11,7 @@ compared between a worker and the Lambda handler.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -56,6 +57,9 @@ app = Celery("scenarios", task_cls="infra.worker.task:ClaimingTask")
 app.config_from_object("tasks.celeryconfig")
 configure(app)
 infra.configure(app)
+# The differential suite counts a worker's deliveries from Celery's "Task … received" line,
+# which a worker leaves out above DEBUG unless the app gives that logger a level itself.
+logging.getLogger("celery.worker.strategy").setLevel(logging.INFO)
 
 
 def marker_id(task_id: str) -> str:

@@ -22,7 +22,7 @@ from infra.core import aws
 from tests.apps import probe
 from tests.invoke import invoke
 from tests.sqs_helpers import queue_with_dlq, receive
-from tests.workers import celery_worker
+from tests.workers import celery_worker, outcome_lines
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def test_a_task_replaced_on_a_worker_runs_its_replacement_on_the_lambda_path(
     with celery_worker("tests.apps.probe", worker_args, env, tmp_path / "worker.log") as log:
         [replacement] = receive(queues.lambda_.queue_url, 1, within=30)
 
-    assert f"probe.replaced[{result.id}] ignored" in log.read_text()
+    assert [line["state"] for line in outcome_lines(log, result.id)] == ["IGNORED"]
     assert invoke(queues.lambda_, [replacement]) == []  # not "running on worker:…"
     assert probe.calls(f"{done}-replacement") == 1
     assert probe.app.AsyncResult(result.id).state == states.SUCCESS

@@ -27,7 +27,7 @@ from infra.core.settings import Settings
 from infra.store.ratelimit import rate_key
 from tests.apps import probe
 from tests.sqs_helpers import counts, queue_with_dlq
-from tests.workers import celery_worker
+from tests.workers import celery_worker, outcome_lines
 
 RATE = 20
 POLLED = 120
@@ -88,7 +88,14 @@ def _starts(ids: list[str], within: float = 60.0) -> list[float]:
 def test_four_concurrent_pollers_keep_the_rate(source: EventSource) -> None:
     ids = _publish(POLLED)
 
-    stats = consume([source], handler_from_source, concurrency=4, until_empty=True, wait_seconds=1)
+    stats = consume(  # four environments at once, each a process
+        [source],
+        handler_from_source,
+        concurrency=4,
+        processes=True,
+        until_empty=True,
+        wait_seconds=1,
+    )
 
     starts = _starts(ids)
     assert most_in_one_second(starts) <= RATE
@@ -113,8 +120,15 @@ def test_a_worker_and_lambda_pollers_share_the_rate(
         env,
         tmp_path / "worker.log",
     ) as log:
-        consume([source], handler_from_source, concurrency=2, until_empty=True, wait_seconds=1)
-        worker_ran = log.read_text().count("succeeded in")
+        consume(
+            [source],
+            handler_from_source,
+            concurrency=2,
+            processes=True,
+            until_empty=True,
+            wait_seconds=1,
+        )
+        worker_ran = sum(line["state"] == "SUCCESS" for line in outcome_lines(log))
 
     starts = _starts(ids)
     assert most_in_one_second(starts) <= RATE
@@ -136,9 +150,10 @@ def test_a_worker_hands_a_task_without_a_turn_back_to_sqs(
         "tests.apps.probe", ["-Q", queue, "--pool=solo"], env, tmp_path / "worker.log"
     ) as log:
         deadline = time.monotonic() + 30
-        while f"{task_id}] ignored" not in log.read_text() and time.monotonic() < deadline:
+        while not outcome_lines(log, task_id) and time.monotonic() < deadline:
             time.sleep(0.2)
 
-    assert f"probe.paced[{task_id}] ignored" in log.read_text()  # acked without a state
+    [ended] = outcome_lines(log, task_id)
+    assert ended["state"] == "IGNORED"  # acked without a state
     assert counts(source.queue_url) == (0, 0, 1)  # the same task, delayed until its turn
     assert probe.app.AsyncResult(task_id).state == "PENDING"

@@ -8,18 +8,27 @@ unless reported (fixtures in ``conftest.py``, helpers in :mod:`tests.functional.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from celery import Celery, states
+from celery._state import get_current_app
 
+import tasks
+from devtools.cloud.deploy import Deployment, EventSource
+from devtools.cloud.session import point_app_at
 from infra.consumer import runtime
+from infra.core import aws
 from infra.core.errors import ConfigurationError
 from infra.core.hooks import CONFIG_KEY, Hooks, RecordHook, register
 from infra.core.observability import (
+    BATCH_RECEIVED,
     CONSUMER_METRICS,
+    INVOCATION_KEYS,
+    LOG_GROUP_KEYS,
     LOG_KEYS,
     METRIC_DECODE_FAILED,
     METRIC_DELAYED,
@@ -34,7 +43,9 @@ from infra.core.observability import (
     METRIC_STARTED,
     METRIC_SUCCEEDED,
     METRIC_UNKNOWN_TASK,
+    TASK_FINISHED,
     TASK_METRICS,
+    logger,
 )
 from tests.apps import probe
 from tests.functional.consumer.support import (
@@ -73,7 +84,9 @@ def test_every_log_line_of_a_record_carries_its_keys(
 
     invoke(queues.source, messages)
 
-    lines = json_lines(stdout.readouterr().out, lambda o: "level" in o)
+    lines = json_lines(
+        stdout.readouterr().out, lambda o: "level" in o and o["message"] != BATCH_RECEIVED
+    )
     by_message: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         assert "message_id" in line, line
@@ -92,10 +105,88 @@ def test_every_log_line_of_a_record_carries_its_keys(
     for line in by_message[garbage]:
         assert line["receive_count"] == "1"
         assert "task_id" not in line and "task_name" not in line
-    # Celery's own lines (its tracer reporting the failure) are in the same JSON with the keys.
+    # The failure is one line, ours, at ERROR with the traceback (not Celery's beside it).
     boom_id = next(tid for tid, name in names.items() if name == "probe.boom")
-    celery_lines = [line for line in lines if str(line.get("name", "")).startswith("celery")]
-    assert any(line["task_id"] == boom_id and line["level"] == "ERROR" for line in celery_lines)
+    [failed] = [line for line in lines if line.get("task_id") == boom_id]
+    assert failed["level"] == "ERROR" and failed["message"] == TASK_FINISHED
+    assert failed["state"] == states.FAILURE and failed["exception"] == "ValueError"
+    assert failed["traceback"].startswith("Traceback (most recent call last)")
+    assert "ValueError: boom" in failed["traceback"]
+
+
+# ---------------------------------------------------------------- log bytes
+
+
+@pytest.fixture
+def served_tasks(cloud: Deployment, monkeypatch: pytest.MonkeyPatch) -> Iterator[EventSource]:
+    """The handler serves ``tasks:app`` (its ``add``) from the deployment's celery queue."""
+    [source] = [s for s in cloud.event_sources if s.queue_arn.endswith("-celery")]
+    aws.client("sqs").purge_queue(QueueUrl=source.queue_url)
+    monkeypatch.setenv("CELERY_APP", "tasks:app")
+    runtime.pipeline.cache_clear()
+    previous = get_current_app()
+    point_app_at(tasks.app, cloud)  # fresh pools: pointing another app reset kombu's pools
+    tasks.app.set_current()
+    yield source
+    previous.set_current()
+    runtime.pipeline.cache_clear()
+
+
+def _add_batch(source: EventSource, count: int) -> list[dict[str, Any]]:
+    ids = [tasks.add.apply_async((2, 2)).id for _ in range(count)]
+    messages = receive(source.queue_url, count)
+    assert sorted(by_task(messages)) == sorted(ids)
+    return messages
+
+
+def test_a_small_task_is_one_line_of_at_most_300_bytes(
+    served_tasks: EventSource, stdout: pytest.CaptureFixture[str]
+) -> None:
+    invoke(served_tasks, _add_batch(served_tasks, 10))  # the cold start, and its lines, apart
+    messages = _add_batch(served_tasks, 10)
+    stdout.readouterr()
+
+    assert invoke(served_tasks, messages) == []
+
+    out = stdout.readouterr().out
+    logs = [line for line in out.splitlines() if not line.startswith('{"_aws"')]
+    [batch, *finished] = [json.loads(line) for line in logs]
+    assert batch["message"] == BATCH_RECEIVED and batch["records"] == 10
+    assert batch["function_request_id"] and "function_arn" not in batch
+    assert sorted(line["task_id"] for line in finished) == sorted(by_task(messages))
+    for raw, line in zip(logs[1:], finished, strict=True):
+        assert len(raw.encode()) + 1 <= 300, raw
+        assert line["message"] == TASK_FINISHED and line["state"] == states.SUCCESS
+        assert line["task_name"] == "tasks.add" and line["queue"] == "celery"
+        assert line["receive_count"] == "1" and line["message_id"]
+        # Constant per invocation (on the batch line) or repeating the task id: not here.
+        assert not {*INVOCATION_KEYS, *LOG_GROUP_KEYS, "root_id", "location"} & set(line)
+        assert not {"task_args", "task_kwargs", "result"} & set(line)  # only at DEBUG
+    assert "succeeded in" not in out  # Celery's own line about each task
+    # Metrics: one EMF document per (task, queue) of the batch, one for the service.
+    assert len(out.splitlines()) - len(logs) == 2
+
+
+@pytest.fixture
+def debug_logging() -> Iterator[None]:
+    """The logger at DEBUG, as for an invocation ``POWERTOOLS_LOGGER_SAMPLE_RATE`` picked."""
+    level = logger.log_level
+    logger.setLevel("DEBUG")
+    yield
+    logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("debug_logging")
+def test_at_debug_the_outcome_line_has_the_arguments_and_result(
+    served_tasks: EventSource, stdout: pytest.CaptureFixture[str]
+) -> None:
+    [message] = _add_batch(served_tasks, 1)
+    stdout.readouterr()
+
+    assert invoke(served_tasks, [message]) == []
+
+    [line] = json_lines(stdout.readouterr().out, lambda o: o.get("message") == TASK_FINISHED)
+    assert (line["task_args"], line["task_kwargs"], line["result"]) == ("(2, 2)", "{}", "4")
 
 
 def test_metrics_name_what_happened(

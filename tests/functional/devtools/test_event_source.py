@@ -1,5 +1,5 @@
 """The SQS event-source emulator against moto: event shape, batching, partial failures, redrive,
-deadlines and concurrent invocations in their own processes.
+deadlines, and pollers as threads of one environment or in processes of their own.
 
 Every test gets fresh queues (a queue and its DLQ) so that no test sees another's messages.
 """
@@ -7,6 +7,7 @@ Every test gets fresh queues (a queue and its DLQ) so that no test sees another'
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import json
@@ -481,6 +482,64 @@ def test_one_source_at_concurrency_one_runs_in_this_thread(make_source: MakeSour
     assert recorder.threads and all(t is threading.current_thread() for t in recorder.threads)
 
 
+class Overlaps:
+    """A handler noting where each invocation ran and whether two ever ran at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.bodies: list[str] = []
+        self.threads: set[threading.Thread] = set()
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.threads.add(threading.current_thread())
+        time.sleep(0.05)  # long enough for another poller's batch to arrive meanwhile
+        with self.lock:
+            self.bodies += [r["body"] for r in event["Records"]]
+            self.running -= 1
+        return {"batchItemFailures": []}
+
+
+def test_poller_threads_take_turns_invoking_in_the_calling_thread(
+    make_source: MakeSource,
+) -> None:
+    first, second = make_source(batch_size=2), make_source(batch_size=2)
+    send(first, [f"a{i}" for i in range(8)])
+    send(second, [f"b{i}" for i in range(8)])
+    handler = Overlaps()
+    factories: list[EventSource] = []
+
+    def factory(source: EventSource) -> Handler:
+        factories.append(source)
+        return handler
+
+    stats = consume([first, second], factory, concurrency=2, until_empty=True, wait_seconds=1)
+
+    assert sorted(handler.bodies) == sorted(
+        [f"a{i}" for i in range(8)] + [f"b{i}" for i in range(8)]
+    )
+    assert stats.records == 16 and stats.failures == 0
+    assert handler.threads == {threading.current_thread()}  # where the handler's signals work
+    assert handler.most == 1  # one execution environment: one invocation at a time
+    assert factories == [first, second]  # the handler is imported once per source, not per poller
+    assert counts(first.queue_url) == counts(second.queue_url) == (0, 0, 0)
+
+
+def test_a_missing_queue_fails_consume_in_one_clear_line(make_source: MakeSource) -> None:
+    present = make_source()
+    gone = dataclasses.replace(present, queue_url=f"{present.queue_url}-gone")
+
+    with pytest.raises(ConfigurationError, match="does not exist") as caught:
+        consume([present, gone], lambda s: noop, until_empty=True, wait_seconds=1)
+
+    assert gone.queue_url in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
 @pytest.mark.parametrize("start_method", ["spawn", "fork"])
 def test_two_processes_consume_everything_exactly_once(
     make_source: MakeSource, tmp_path: Path, start_method: str
@@ -491,7 +550,14 @@ def test_two_processes_consume_everything_exactly_once(
     path = tmp_path / "deliveries.jsonl"
 
     factory = functools.partial(file_recorder, str(path))
-    stats = consume([source], factory, concurrency=2, until_empty=True, start_method=start_method)
+    stats = consume(
+        [source],
+        factory,
+        concurrency=2,
+        until_empty=True,
+        processes=True,
+        start_method=start_method,
+    )
 
     lines = read_lines(path)
     assert sorted(line["body"] for line in lines) == sorted(bodies)
@@ -509,7 +575,8 @@ def test_several_sources_each_get_their_own_process(
     send(second, ["b1", "b2"])
     path = tmp_path / "deliveries.jsonl"
 
-    stats = consume([first, second], functools.partial(file_recorder, str(path)), until_empty=True)
+    factory = functools.partial(file_recorder, str(path))
+    stats = consume([first, second], factory, until_empty=True, processes=True)
 
     lines = read_lines(path)
     by_queue = {
@@ -521,24 +588,28 @@ def test_several_sources_each_get_their_own_process(
     assert len({line["pid"] for line in lines}) == 2
 
 
-def test_stop_ends_every_process(make_source: MakeSource, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_stop_ends_every_poller(make_source: MakeSource, tmp_path: Path, processes: bool) -> None:
     source = make_source()
     stop = threading.Event()
     timer = threading.Timer(1.0, stop.set)
     timer.start()
 
     factory = functools.partial(file_recorder, str(tmp_path / "none.jsonl"))
-    stats = consume([source], factory, concurrency=2, stop=stop, wait_seconds=1)
+    stats = consume(
+        [source], factory, concurrency=2, stop=stop, wait_seconds=1, processes=processes
+    )
     timer.join()
 
     assert stats == ConsumeStats()
 
 
-def test_a_handler_that_cannot_load_fails_consume(make_source: MakeSource) -> None:
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_a_handler_that_cannot_load_fails_consume(make_source: MakeSource, processes: bool) -> None:
     source = make_source(handler="tests.functional.no_such_module.handler")
 
     with pytest.raises(ConfigurationError, match="no_such_module"):
-        consume([source], handler_from_source, concurrency=2, until_empty=True)
+        consume([source], handler_from_source, concurrency=2, until_empty=True, processes=processes)
 
 
 # ---------------------------------------------------------------- resolving handlers

@@ -25,6 +25,7 @@ from devtools.cloud.session import point_app_at
 from infra.core import aws
 from infra.core.errors import PublishError, UnknownQueueError
 from infra.core.settings import Settings
+from infra.producer.transport import ACK_BATCH_SECONDS
 from infra.wire.offload import POINTER_CLASS, parse_pointer
 from tests.apps import probe
 from tests.sqs_helpers import counts, queue_with_dlq, receive
@@ -296,3 +297,81 @@ def test_a_traced_publisher_links_its_trace_to_the_message(
 
     [message] = receive(queue_url, 1)
     assert message["Attributes"]["AWSTraceHeader"] == header
+
+
+# ---------------------------------------------------------------- acks
+
+
+class Timers:
+    """The event loop's ``call_later``, run by hand: what a worker's hub does on its own."""
+
+    def __init__(self) -> None:
+        self.due: list[tuple[float, Any]] = []
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> None:
+        self.due.append((delay, lambda: callback(*args)))
+
+    def run(self) -> None:
+        due, self.due = self.due, []
+        for _delay, callback in due:
+            callback()
+
+
+def test_a_workers_acks_are_deleted_ten_at_a_time_or_on_the_timer(queue_url: str) -> None:
+    ids = {probe.record.apply_async(("m", i), queue=QUEUE).id for i in range(12)}
+    timers = Timers()
+    with probe.app.connection_for_read() as connection:
+        simple = connection.SimpleQueue(QUEUE)
+        messages = [simple.get(timeout=10) for _ in range(12)]
+        assert {m.headers["id"] for m in messages} == ids
+        channel = simple.channel
+        channel.hub = timers  # as in a worker: the channel runs on an event loop
+        before = _counts()
+
+        for message in messages[:11]:
+            message.ack()
+        assert _delta(before, "sqs:DeleteMessageBatch", "sqs:DeleteMessage") == {
+            "sqs:DeleteMessageBatch": 1,  # the first ten, at once
+            "sqs:DeleteMessage": 0,
+        }
+        assert [delay for delay, _ in timers.due] == [ACK_BATCH_SECONDS]
+        qos = channel.qos
+        assert len(qos._delivered) - len(qos._dirty) == 1  # only the twelfth still holds a slot
+
+        timers.run()  # the eleventh, on the timer
+        assert counts(queue_url) == (0, 1, 0)
+        messages[11].ack()
+        channel.close()  # the twelfth: a closing channel deletes what waits
+        simple.close()
+
+    assert _delta(before, "sqs:DeleteMessageBatch", "sqs:DeleteMessage") == {
+        "sqs:DeleteMessageBatch": 3,
+        "sqs:DeleteMessage": 0,
+    }
+    assert counts(queue_url) == (0, 0, 0)
+
+
+def test_acks_are_deleted_at_once_without_an_event_loop_or_when_switched_off(
+    queue_url: str,
+) -> None:
+    for i in range(2):
+        probe.record.apply_async(("m", i), queue=QUEUE)
+    with probe.app.connection_for_read() as connection:
+        simple = connection.SimpleQueue(QUEUE)
+        first, second = simple.get(timeout=10), simple.get(timeout=10)
+        before = _counts()
+        first.ack()  # no event loop (a script, a test): kombu's DeleteMessage
+        simple.channel.hub = Timers()
+        options = simple.channel.transport_options
+        options["ack_batch_seconds"] = 0
+        try:
+            second.ack()
+        finally:
+            options.pop("ack_batch_seconds")
+        simple.close()
+
+    assert _delta(before, "sqs:DeleteMessage", "sqs:DeleteMessageBatch") == {
+        "sqs:DeleteMessage": 2,
+        "sqs:DeleteMessageBatch": 0,
+    }
+    assert counts(queue_url) == (0, 0, 0)

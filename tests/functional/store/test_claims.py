@@ -71,6 +71,20 @@ def store(clock: Clock) -> ClaimStore:
 
 
 @pytest.fixture
+def requests_made(cloud: Deployment) -> Iterator[list[str]]:
+    """The name of every DynamoDB operation called while the test runs."""
+    seen: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        seen.append(model.name)
+
+    events = aws.client("dynamodb").meta.events
+    events.register("before-call.dynamodb", count)
+    yield seen
+    events.unregister("before-call.dynamodb", count)
+
+
+@pytest.fixture
 def transactions(cloud: Deployment) -> Iterator[list[int]]:
     """The number of items of every TransactWriteItems call made while the test runs."""
     seen: list[int] = []
@@ -191,7 +205,50 @@ def test_marker_on_the_task_its_root_or_its_group_revokes_it(
     store.revoke([marked])
 
     assert claim_one(store, request, "lambda:a", T0 + 10) == Revoked(by=marked)
-    assert item(task_key(request.task_id)) == {}  # nothing claimed: the transaction was cancelled
+    assert "claim_owner" not in item(task_key(request.task_id))  # nothing claimed
+
+
+def test_a_task_standing_alone_is_claimed_with_one_update_and_no_transaction(
+    store: ClaimStore, requests_made: list[str]
+) -> None:
+    alone, top_level_id = ClaimRequest(new_id()), new_id()
+    top_level = ClaimRequest(top_level_id, root_id=top_level_id)  # as Celery sets a root_id
+
+    assert claim_one(store, alone, "worker:a", T0 + 10) == Claimed()
+    assert claim_one(store, top_level, "worker:a", T0 + 10) == Claimed()
+    assert claim_one(store, alone, "worker:b", T0 + 10) == Held("worker:a", T0 + 10)
+
+    assert requests_made == ["UpdateItem"] * 3
+    assert item(task_key(alone.task_id))["claim_owner"] == {"S": "worker:a"}
+
+
+def test_a_task_revoked_before_its_claim_is_refused_by_the_claim_itself(
+    store: ClaimStore, requests_made: list[str]
+) -> None:
+    task_id, running = new_id(), new_id()
+    assert claim_one(store, running, "worker:a", T0 + 10) == Claimed()
+    store.revoke([task_id, running])
+    requests_made.clear()
+
+    assert claim_one(store, task_id, "worker:a", T0 + 10) == Revoked(by=task_id)
+    assert claim_one(store, running, "worker:b", T0 + 10) == Revoked(by=running)
+    assert requests_made == ["UpdateItem", "UpdateItem"]  # no marker read, no transaction
+    assert store.claim([ClaimRequest(task_id), ClaimRequest(new_id())], "lambda:b", T0 + 10)[
+        task_id
+    ] == Revoked(by=task_id)  # in a batch's transaction too
+
+
+def test_revoking_an_id_no_task_has_yet_leaves_a_pending_item_out_of_the_indexes(
+    store: ClaimStore,
+) -> None:
+    id_ = new_id()
+
+    store.revoke([id_])
+
+    stored = item(task_key(id_))
+    assert stored["result"]["B"] == pending(id_)  # a stock reader sees PENDING
+    assert "kind" not in stored and "status" not in stored  # a group id stays out of the indexes
+    assert abs(int(stored["ttl"]["N"]) - (T0 + 3600)) <= 1
 
 
 def test_revoked_task_does_not_stop_the_rest_of_the_batch(store: ClaimStore) -> None:
@@ -253,8 +310,8 @@ def test_batch_claim_failure_surfaces_when_the_record_is_processed(clock: Clock)
 def test_more_than_a_transaction_holds_is_split_and_all_claimed(
     store: ClaimStore, transactions: list[int]
 ) -> None:
-    # 60 tasks with their own root and group: 4 transaction items each, 240 in all.
-    requests = [ClaimRequest(new_id(), root_id=new_id(), group_id=new_id()) for _ in range(60)]
+    # 80 tasks with their own root and group: 3 transaction items each, 240 in all.
+    requests = [ClaimRequest(new_id(), root_id=new_id(), group_id=new_id()) for _ in range(80)]
 
     outcomes = store.claim(requests, "lambda:a", T0 + 10)
 
@@ -274,7 +331,7 @@ def test_shared_markers_are_checked_once_per_transaction(
     outcomes = store.claim(requests, "lambda:a", T0 + 10)
 
     assert outcomes == {r.task_id: Claimed() for r in requests}
-    assert transactions == [40 + 40 + 2]  # 40 updates, 40 task markers, the root and the group
+    assert transactions == [40 + 2]  # 40 updates, the root's and the group's markers
 
 
 def test_missing_table_is_a_store_error(clock: Clock) -> None:

@@ -25,6 +25,7 @@ from infra.core import aws
 from infra.core.config import QUEUE_VISIBILITY_TIMEOUT
 from infra.core.observability import logger as lambda_logger
 from tests.sqs_helpers import queue_with_dlq
+from tests.workers import outcome_lines
 
 __all__ = [
     "MAX_RECEIVE_COUNT",
@@ -83,6 +84,11 @@ class Side:
         """How often the worker's log has ``text``."""
         assert self.worker_log is not None
         return self.worker_log.read_text(errors="replace").count(text)
+
+    def worker_outcomes(self, task_id: str) -> list[dict[str, Any]]:
+        """The worker's "task finished" lines of ``task_id``."""
+        assert self.worker_log is not None
+        return outcome_lines(self.worker_log, task_id)
 
     def worker_said(self, text: str) -> str | None:
         """``text`` if the worker logged it."""

@@ -31,6 +31,7 @@ from tests.integration.guarantees.support import (
 )
 from tests.invoke import invoke
 from tests.sqs_helpers import receive
+from tests.workers import outcome_lines
 
 pytestmark = [
     pytest.mark.integration,
@@ -84,6 +85,7 @@ def test_duplicate_delivered_concurrently_runs_once(queues: Queues) -> None:
             [source],
             handler_from_source,
             concurrency=2,
+            processes=True,  # two invocations at once, as two Lambda environments
             until_empty=True,
             failed_visibility=3,
             wait_seconds=1,
@@ -119,7 +121,7 @@ def test_duplicate_to_the_lambda_path_then_a_worker_runs_once(queues: Queues, wo
 
     assert probe.calls(done) == 1
     assert state(result.id) == states.SUCCESS
-    assert f"guarantees.record[{result.id}] ignored" in worker.read_text()  # the duplicate
+    assert [line["state"] for line in outcome_lines(worker, result.id)] == ["IGNORED"]
 
 
 def test_duplicate_to_a_running_worker_is_held_on_the_lambda_path(
@@ -154,5 +156,6 @@ def test_worker_meeting_a_live_claim_hands_the_task_back(queues: Queues, worker:
     log = worker.read_text()
     assert f"[{task_id}] reject requeue=True: task is running on lambda:elsewhere" in log
     # kombu hands it back by hiding the same message for wait_time_seconds: no copy is made.
-    assert log.count(f"[{task_id}] received") == 2
+    ended = [line["state"] for line in outcome_lines(worker, task_id)]
+    assert ended == [states.REJECTED, states.SUCCESS]
     wait_for(lambda: drained(queues, queues.worker_url), "the worker queue to drain")

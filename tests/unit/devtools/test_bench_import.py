@@ -9,6 +9,7 @@ def test_it_measures_both_imports_and_names_our_share() -> None:
     times = measure(runs=1)
 
     assert times.bare > 0 and times.handler > 0 and times.ours_us > 0
+    assert times.setup > 0 and times.init == times.handler + times.setup
 
 
 def test_our_share_counts_only_our_modules() -> None:

@@ -1,0 +1,38 @@
+"""A fresh queue of its own for a worker of the test-only app ``tests.apps.probe``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from devtools.cloud.deploy import Deployment
+from devtools.cloud.session import point_app_at
+from infra.core import aws
+from tests.apps import probe
+from tests.sqs_helpers import queue_with_dlq
+
+__all__ = ["probe_queue"]
+
+
+@contextmanager
+def probe_queue(
+    cloud: Deployment, cloud_env: dict[str, str], prefix: str
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A fresh queue the probe app publishes to; the environment of a worker consuming it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    queue = queue_with_dlq(name, attributes={"VisibilityTimeout": "60"})
+    point_app_at(probe.app, cloud)
+    options = dict(probe.app.conf.broker_transport_options)
+    options["predefined_queues"] = {
+        **options.get("predefined_queues", {}),
+        name: {"url": queue.url},
+    }
+    probe.app.conf.broker_transport_options = options
+    probe.app.conf.task_default_queue = name
+    try:
+        yield name, {**cloud_env, "CELERY_QUEUE_URLS": json.dumps({name: queue.url})}
+    finally:
+        for url in (queue.url, queue.dlq_url):
+            aws.client("sqs").delete_queue(QueueUrl=url)
