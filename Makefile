@@ -114,7 +114,8 @@ clean:
 
 # Celery's own t/integration test_tasks.py and test_canvas.py (the installed version's sdist, cached
 # in .tools/celery-suite/) through a stock worker and through the Lambda path, on the emulator;
-# fails when a test passes on the worker only. ARGS="--parallel" runs both paths side by side.
+# fails when a test passes on the worker only. ARGS="--parallel" runs both paths side by side;
+# CELERY_SUITE_BATCHING_WINDOW=0 gives the Lambda path no batching window (the template's is 1 s).
 .PHONY: celery-suite
 celery-suite: $(STAMP)
 	$(BIN)/python -m tests.celery_suite.run $(ARGS)
