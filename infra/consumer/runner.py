@@ -9,6 +9,7 @@ result backend with every write of the task's outcome (no thread-local state).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from celery import states
 from celery._state import _set_task_join_will_block, task_join_will_block
 from celery.app.task import Context
 from celery.app.trace import build_tracer
+from celery.exceptions import Reject
 from celery.signals import task_failure, task_revoked
 from celery.utils.log import get_logger
 
@@ -142,8 +144,13 @@ class Runner:
         started = time.monotonic()
         would_block = task_join_will_block()
         # As in a worker: result.get() inside a task raises instead of deadlocking. Only while the
-        # task runs, so a process that also publishes (the local emulator, tests) can still wait.
-        _set_task_join_will_block(True)
+        # task runs, so a process that also publishes (the local emulator, tests) can still wait;
+        # and only on the main thread, where an invocation runs on AWS: the flag is process-wide,
+        # and a handler in a thread of a test process (devtools.testing) must not make the test's
+        # own get() raise.
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main:
+            _set_task_join_will_block(True)
         try:
             with time_limits(soft, hard, deadline):
                 retval, info, _, _ = tracer(
@@ -156,11 +163,14 @@ class Runner:
             duration = time.monotonic() - started
             return self._hard_timeout(message, exc.seconds, duration, results)
         finally:
-            _set_task_join_will_block(would_block)
+            if on_main:
+                _set_task_join_will_block(would_block)
         duration = time.monotonic() - started
         if info is None:
             return Outcome(states.SUCCESS, duration, result=retval)
         requeue = info.state == states.REJECTED and bool(getattr(info.retval, "requeue", False))
+        if info.state == states.REJECTED and not requeue:
+            return self._rejected(message, info.retval, duration, results)
         # For a FAILURE the tracer returns the ExceptionInfo it logged (and stored).
         traceback = getattr(retval, "traceback", None) if info.state == states.FAILURE else None
         return Outcome(info.state, duration, type(info.retval).__name__, requeue, traceback)
@@ -179,6 +189,30 @@ class Runner:
             sender=task, request=context, terminated=False, signum=None, expired=expired
         )
         return Outcome(states.REVOKED, 0.0, reason)
+
+    def _rejected(
+        self, message: TaskMessage, exc: Any, duration: float, results: OutcomeWriter | None
+    ) -> Outcome:
+        """FAILURE for ``Reject(requeue=False)``, as a worker's Request records it: the message is
+        gone, so the task would otherwise stay PENDING forever (Celery's issue #4222)."""
+        task = self.task(message)
+        context = Context(self.request(message, results=results))
+        store = task.store_errors_even_if_ignored or not task.ignore_result
+        task.backend.mark_as_failure(message.task_id, exc, request=context, store_result=store)
+        try:
+            raise exc
+        except Reject:
+            einfo = ExceptionInfo()
+        task_failure.send(
+            sender=task,
+            task_id=message.task_id,
+            exception=exc,
+            args=list(message.args),
+            kwargs=message.kwargs,
+            traceback=einfo.traceback,
+            einfo=einfo,
+        )
+        return Outcome(states.FAILURE, duration, "Reject")
 
     def _hard_timeout(
         self, message: TaskMessage, seconds: float, duration: float, results: OutcomeWriter | None

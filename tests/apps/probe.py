@@ -146,6 +146,13 @@ def replaced(self: celery.Task, marker: str, queue: str | None = None) -> None:
     raise self.replace(replacement.set(queue=queue) if queue else replacement)
 
 
+@app.task(name="probe.reject_gone")
+def reject_gone(marker: str) -> None:
+    """Count the call and reject the message for good (no requeue)."""
+    record_call(marker)
+    raise Reject(f"drop {marker}", requeue=False)
+
+
 @app.task(name="probe.paced", rate_limit="20/s")
 def paced(marker: str) -> float:
     """Count the call; return when it started (epoch seconds), to check the rate limit."""

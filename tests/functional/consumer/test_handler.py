@@ -15,9 +15,11 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from celery import Celery, states
+from celery.signals import task_failure
 
 from devtools.cloud.event_source import build_event, make_context
 from handlers.sqs import handler
@@ -338,6 +340,31 @@ def test_reject_with_requeue_goes_back_to_sqs(queues: Queues) -> None:
 
     assert probe.calls(done) == 1
     assert failed == [messages[0]["MessageId"]]
+
+
+def test_reject_without_requeue_stores_failure_and_acks(queues: Queues) -> None:
+    # As a worker does (Celery's issue #4222): the message is gone for good, so the task is a
+    # FAILURE, not PENDING forever; task_failure fires.
+    done = marker()
+    failures: list[str] = []
+
+    def on_failure(sender: Any = None, task_id: str = "", **_: Any) -> None:
+        failures.append(task_id)
+
+    task_failure.connect(on_failure, weak=False)
+    try:
+        result = probe.reject_gone.apply_async((done,))
+        [message] = receive(queues.source.queue_url, 1)
+
+        assert invoke(queues.source, [message]) == []
+    finally:
+        task_failure.disconnect(on_failure)
+
+    assert probe.calls(done) == 1
+    assert stored(result.id).state == states.FAILURE
+    assert "reject requeue=False: drop" in repr(stored(result.id).result)
+    assert failures == [result.id]
+    assert counts(queues.source.queue_url) == (0, 0, 0)
 
 
 def test_a_requeued_reject_is_claimed_again_at_once(queues: Queues) -> None:
