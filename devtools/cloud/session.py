@@ -33,6 +33,7 @@ __all__ = [
     "ENV_FILE",
     "deployment_path",
     "deployment_with_credentials",
+    "forget_backend",
     "local_cloud",
     "local_settings",
     "localstack_cloud",
@@ -57,8 +58,7 @@ def point_app_at(app: Any, deployment: Deployment) -> None:
     # The backend reads its table from the environment when created, and connections carry the
     # old transport options; Celery caches both per app and has no public reset, so drop them the
     # way its own after-fork hook does.
-    app._backend_cache = None
-    vars(app._local).pop("backend", None)
+    forget_backend(app)
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
@@ -68,6 +68,14 @@ def point_app_at(app: Any, deployment: Deployment) -> None:
         # or their next publish fails with "Acquire on closed pool".
         for other in _get_active_apps():
             other.amqp._producer_pool = None
+
+
+def forget_backend(app: Any) -> None:
+    """Drop the app's cached result backend, so the next one reads the environment as it is now
+    (``RESULTS_TABLE`` changed). Celery has no public reset; this is what its after-fork hook
+    does."""
+    app._backend_cache = None
+    vars(app._local).pop("backend", None)
 
 
 def write_env_file(deployment: Deployment, path: Path = ENV_FILE) -> Path:

@@ -46,7 +46,7 @@ from playwright.sync_api import sync_playwright
 from devtools.cloud.deploy import Deployment, EventSource
 from devtools.cloud.emulator import free_port
 from devtools.cloud.event_source import consume, handler_from_source
-from devtools.cloud.session import point_app_at
+from devtools.cloud.session import forget_backend, point_app_at
 from devtools.dashboard.app import UNAUTHORIZED, create_app
 from devtools.dashboard.server import dashboard_url, make_dashboard
 from devtools.ops.target import target_from_env
@@ -59,6 +59,7 @@ from infra.store.revoke import revoke
 from tests.apps import probe
 from tests.invoke import invoke
 from tests.sqs_helpers import counts, queue_with_dlq, receive
+from tests.tables import results_table_like_template
 from tests.workers import ROOT
 
 pytestmark = [
@@ -152,28 +153,6 @@ class Workload:
     leases_end: float
 
 
-def _results_table(name: str) -> str:
-    """A results table of this module's own, defined like the template's (exact counts)."""
-    ddb = aws.client("dynamodb")
-    template = ddb.describe_table(TableName=Settings.from_env().results_table)["Table"]
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=template["AttributeDefinitions"],
-        KeySchema=template["KeySchema"],
-        GlobalSecondaryIndexes=[
-            {k: index[k] for k in ("IndexName", "KeySchema", "Projection")}
-            for index in template.get("GlobalSecondaryIndexes", [])
-        ],
-    )
-    return name
-
-
-def _reset_backend() -> None:
-    app._backend_cache = None
-    vars(app._local).pop("backend", None)
-
-
 def stored(task_id: str) -> dict[str, Any] | None:
     item = (
         aws.client("dynamodb")
@@ -195,7 +174,7 @@ def drain(source: EventSource) -> None:
 def workload(cloud: Deployment) -> Iterator[Workload]:
     suffix = uuid.uuid4().hex[:8]
     queue = queue_with_dlq(f"dash-{suffix}", max_receive_count=MAX_RECEIVE_COUNT)
-    table = _results_table(f"dash-results-{suffix}")
+    table = results_table_like_template(f"dash-results-{suffix}")
     [template_source] = [s for s in cloud.event_sources if s.queue_arn.endswith("-celery")]
     source = dataclasses.replace(
         template_source, queue_url=queue.url, queue_arn=queue.arn, timeout=FUNCTION_TIMEOUT
@@ -208,11 +187,11 @@ def workload(cloud: Deployment) -> Iterator[Workload]:
         env.setenv("CELERY_APP", f"{__name__}:app")
         env.setenv("RESULTS_TABLE", table)
         configure(queue.url)
-        _reset_backend()
+        forget_backend(app)
         runtime.pipeline.cache_clear()
         yield _run_workload(source, table, queue.dlq_url)
         runtime.pipeline.cache_clear()
-    _reset_backend()
+    forget_backend(app)
     previous_app.set_current()
     for url in (queue.url, queue.dlq_url):
         aws.client("sqs").delete_queue(QueueUrl=url)

@@ -37,7 +37,7 @@ from kombu import Queue
 from devtools.cli import lambda_
 from devtools.cloud.deploy import Deployment, EventSource
 from devtools.cloud.event_source import consume, handler_from_source
-from devtools.cloud.session import point_app_at
+from devtools.cloud.session import forget_backend, point_app_at
 from infra.consumer import runtime
 from infra.core import aws
 from infra.core.config import transport_options
@@ -45,6 +45,7 @@ from infra.core.settings import Settings
 from infra.store.items import task_key
 from tests.apps import probe
 from tests.sqs_helpers import counts, queue_with_dlq
+from tests.tables import results_table_like_template
 from tests.workers import ROOT
 
 pytestmark = [
@@ -133,29 +134,6 @@ class Workload:
     """When the claims the poisons' rejected attempts left end."""
 
 
-def _results_table(name: str) -> str:
-    """A results table of this module's own, defined like the template's (exact counts)."""
-    ddb = aws.client("dynamodb")
-    template = ddb.describe_table(TableName=Settings.from_env().results_table)["Table"]
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=template["AttributeDefinitions"],
-        KeySchema=template["KeySchema"],
-        GlobalSecondaryIndexes=[
-            {k: index[k] for k in ("IndexName", "KeySchema", "Projection")}
-            for index in template.get("GlobalSecondaryIndexes", [])
-        ],
-    )
-    return name
-
-
-def _reset_backend() -> None:
-    """Drop the app's cached result backend after ``RESULTS_TABLE`` changed (as point_app_at)."""
-    app._backend_cache = None
-    vars(app._local).pop("backend", None)
-
-
 def lease_until(task_id: str) -> float:
     """When the claim on ``task_id`` ends (0 when none is held)."""
     item = aws.client("dynamodb").get_item(
@@ -175,7 +153,7 @@ def drain(source: EventSource) -> None:
 def workload(cloud: Deployment) -> Iterator[Workload]:
     suffix = uuid.uuid4().hex[:8]
     queue = queue_with_dlq(f"ops-{suffix}", max_receive_count=MAX_RECEIVE_COUNT)
-    table = _results_table(f"ops-results-{suffix}")
+    table = results_table_like_template(f"ops-results-{suffix}")
     [template_source] = [s for s in cloud.event_sources if s.queue_arn.endswith("-celery")]
     source = dataclasses.replace(
         template_source, queue_url=queue.url, queue_arn=queue.arn, timeout=FUNCTION_TIMEOUT
@@ -188,11 +166,11 @@ def workload(cloud: Deployment) -> Iterator[Workload]:
         env.setenv("CELERY_APP", f"{__name__}:app")
         env.setenv("RESULTS_TABLE", table)
         configure(queue.url)
-        _reset_backend()
+        forget_backend(app)
         runtime.pipeline.cache_clear()
         yield _run_workload(source, queue.dlq_url)
         runtime.pipeline.cache_clear()
-    _reset_backend()
+    forget_backend(app)
     previous_app.set_current()
     for url in (queue.url, queue.dlq_url):
         aws.client("sqs").delete_queue(QueueUrl=url)

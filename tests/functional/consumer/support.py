@@ -14,10 +14,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery import Celery
-
 from devtools.cloud.deploy import EventSource
 from devtools.cloud.event_source import delete_requests
+from devtools.cloud.session import forget_backend
 from infra.core import aws
 from infra.core.observability import (
     NAMESPACE,
@@ -56,13 +55,8 @@ class Queues:
     fifo: EventSource
 
 
-def reset_backend(app: Celery) -> None:
-    """Drop the app's cached result backend after ``result_backend`` changed.
-
-    Celery has no public reset; this is what ``point_app_at`` (and Celery's after-fork hook) do.
-    """
-    app._backend_cache = None
-    vars(app._local).pop("backend", None)
+reset_backend = forget_backend
+"""Drop the app's cached result backend after ``result_backend`` changed."""
 
 
 def visible_again(url: str, messages: Sequence[Message]) -> None:

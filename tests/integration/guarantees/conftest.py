@@ -12,14 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery import Celery
 from celery._state import get_current_app
 
 from devtools.cloud.deploy import Deployment
-from devtools.cloud.session import point_app_at
+from devtools.cloud.session import forget_backend, point_app_at
 from infra.consumer import runtime
 from infra.core import aws
-from infra.core.settings import Settings
 from tests.integration.guarantees.app import (
     APP,
     CRASH_QUEUE,
@@ -30,6 +28,7 @@ from tests.integration.guarantees.app import (
     configure,
 )
 from tests.integration.guarantees.support import Queues
+from tests.tables import results_table_like_template
 from tests.workers import celery_worker
 
 MAX_RECEIVE_COUNT = 5
@@ -58,33 +57,11 @@ def _create_queue(name: str, visibility: int) -> tuple[str, str]:
     return url, dlq_url
 
 
-def _create_results_table(name: str) -> str:
-    """A results table of this module's own, defined like the template's.
-
-    moto's TransactWriteItems deep-copies every table it touches (and puts the copy back when
-    the transaction is cancelled): on the session's shared table, grown by every other test,
-    each claim gets slower and the window in which a concurrent write is lost grows with it.
-    """
-    ddb = aws.client("dynamodb")
-    template = ddb.describe_table(TableName=Settings.from_env().results_table)["Table"]
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=template["AttributeDefinitions"],
-        KeySchema=template["KeySchema"],
-        GlobalSecondaryIndexes=[
-            {k: index[k] for k in ("IndexName", "KeySchema", "Projection")}
-            for index in template.get("GlobalSecondaryIndexes", [])
-        ],
-    )
-    return name
-
-
 @pytest.fixture(scope="module")
 def queues(cloud: Deployment) -> Iterator[Queues]:
     """Fresh queues; this process's app publishes to them and the handler serves it."""
     suffix = uuid.uuid4().hex[:8]
-    table = _create_results_table(f"guarantees-results-{suffix}")
+    table = results_table_like_template(f"guarantees-results-{suffix}")
     url, dlq = _create_queue(f"guarantees-{suffix}", 30)
     worker_url, worker_dlq = _create_queue(f"guarantees-worker-{suffix}", 10)
     crash_url, crash_dlq = _create_queue(f"guarantees-crash-{suffix}", CRASH_VISIBILITY)
@@ -99,7 +76,7 @@ def queues(cloud: Deployment) -> Iterator[Queues]:
         env.setenv("CELERY_APP", APP)  # what the handler serves, in every process
         env.setenv("RESULTS_TABLE", table)
         configure(app)
-        _reset_backend(app)
+        forget_backend(app)
         runtime.pipeline.cache_clear()
         yield Queues(
             region=cloud.region,
@@ -114,20 +91,11 @@ def queues(cloud: Deployment) -> Iterator[Queues]:
             dlqs={url: dlq, worker_url: worker_dlq, crash_url: crash_dlq},
         )
         runtime.pipeline.cache_clear()
-    _reset_backend(app)
+    forget_backend(app)
     previous_app.set_current()
     for queue_url in (url, dlq, worker_url, worker_dlq, crash_url, crash_dlq):
         aws.client("sqs").delete_queue(QueueUrl=queue_url)
     aws.client("dynamodb").delete_table(TableName=table)
-
-
-def _reset_backend(celery_app: Celery) -> None:
-    """Drop the app's cached result backend after ``RESULTS_TABLE`` changed.
-
-    Celery has no public reset; this is what ``point_app_at`` (and Celery's after-fork hook) do.
-    """
-    celery_app._backend_cache = None
-    vars(celery_app._local).pop("backend", None)
 
 
 @pytest.fixture(scope="module")
