@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint install clean events bench bench-publish build-WorkerFunction build-BeatFunction
+.PHONY: demo test test-fast lint install clean events bench bench-publish build-WorkerFunction build-BeatFunction
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Three pytest processes (pytest-xdist), each with its own embedded emulator, a test file's tests
+# kept together (module fixtures, one worker per file): the tests mostly wait on subprocesses and
+# the emulators, so three keep two cores busy.
 test: tools-install lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist loadfile
+
+# The quick loop: unit and functional tests in two processes, on embedded emulators of their own.
+# Needs only .venv: LocalStack's tests are left out, and SAM's and checkov's skip when not installed.
+test-fast: $(STAMP)
+	$(BIN)/pytest -n 2 --dist loadfile -m "not integration and not localstack" tests/unit tests/functional
 
 # TASKS=3000 make bench: the same table at another backlog (per-task figures should not move).
 bench: $(STAMP)
@@ -83,12 +91,16 @@ sam-validate: $(STAMP) $(SAM_STAMP)
 	$(BIN)/python -m devtools.checks.sam validate
 
 # What `make test` installs is five independent pieces (the project's .venv, then LocalStack and
-# DynamoDB Local through it; checkov's and SAM CLI's virtualenvs; Debian's chromium), mostly
+# DynamoDB Local through it; checkov's and SAM CLI's virtualenvs; Debian's chromium, then its
+# redis-server and rabbitmq-server: two apt-gets cannot hold apt's lock at once), mostly
 # downloads and unpacking, so a clean clone installs them side by side. make waits for all and
 # fails if any does.
-.PHONY: tools-install
+.PHONY: tools-install debian-install
 tools-install:
-	$(MAKE) --no-print-directory -j3 localstack-install $(CHECKOV_STAMP) $(SAM_STAMP) browser-install
+	$(MAKE) --no-print-directory -j3 localstack-install $(CHECKOV_STAMP) $(SAM_STAMP) debian-install
+
+debian-install:
+	$(MAKE) --no-print-directory -j1 browser-install brokers-install
 
 # The dashboard's browser tests (tests/integration/test_dashboard.py) drive Debian's chromium
 # through Playwright's `executable_path` (Playwright's own browser download is never used):
@@ -98,6 +110,15 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser-install:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+# The worker path on other brokers (tests/integration/test_brokers.py) runs Debian's redis-server
+# and rabbitmq-server, each started by the tests on free ports: installed with apt when missing
+# (about 15 s on a clean machine, Erlang included).
+.PHONY: brokers-install
+brokers-install:
+	@{ command -v redis-server && test -x /usr/lib/rabbitmq/bin/rabbitmq-server; } >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server rabbitmq-server; }
 
 # `sam build` (BuildMethod: makefile) calls these with ARTIFACTS_DIR: the handlers, the app and
 # the engine (the tooling is not in it: it lives in devtools/), and the runtime dependencies as

@@ -23,8 +23,16 @@ from devtools.bench.drain import POOLS, bench_main
 from devtools.bench.imports import bench_import_main
 from devtools.bench.publish import bench_publish_main
 from devtools.checks.doctor import doctor_main
+from devtools.checks.parameters import parse_overrides
+from devtools.cloud import snapshot
 from devtools.cloud.deploy import DEFAULT_STACK, deploy
-from devtools.cloud.event_source import consume, handler_from_source, stop_on_signals
+from devtools.cloud.event_source import (
+    ConsumeStats,
+    consume,
+    handler_from_source,
+    stop_on_signals,
+)
+from devtools.cloud.redelivery import LOCAL_FAILED_VISIBILITY, deployed_redelivery, redelivery_note
 from devtools.cloud.session import (
     local_cloud,
     local_settings,
@@ -34,8 +42,11 @@ from devtools.cloud.session import (
 )
 from devtools.cloud.targets import DEFAULT_TARGET, TARGETS
 from devtools.ops.commands import COMMANDS
+from devtools.ops.ids import UnknownId, resolve_for_app
 from devtools.ops.schedule import schedule_main
+from infra.core import aws
 from infra.core.errors import CeleryLambdaError, ConfigurationError
+from infra.core.limits import SQS_MAX_VISIBILITY_SECONDS
 from infra.core.settings import Settings
 from infra.store.revoke import revoke
 
@@ -109,6 +120,22 @@ processes_option = click.option(
 )
 """The ``--processes`` option of ``up`` and ``consume``."""
 
+failed_visibility_option = click.option(
+    "--failed-visibility",
+    type=click.IntRange(0, SQS_MAX_VISIBILITY_SECONDS),
+    default=LOCAL_FAILED_VISIBILITY,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds before a record the handler failed comes back; the deployed stack waits its "
+    "queue's VisibilityTimeout (see devtools.cloud.redelivery).",
+)
+"""The ``--failed-visibility`` option of ``up`` and ``consume``."""
+
+
+def _stopped(pollers: int, stats: ConsumeStats) -> str:
+    """What a stopped event source ran and did, for the line a stop prints."""
+    return f"event source ({pollers} pollers: {stats})"
+
 
 @lambda_.command()
 @click.option("--port", type=int, default=None, help="Port for the emulator (default: a free one).")
@@ -117,6 +144,7 @@ processes_option = click.option(
     "--consume/--no-consume", "consuming", default=True, help="Run the event-source emulator too."
 )
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Pollers per queue.")
+@failed_visibility_option
 @processes_option
 @target_option
 def up(
@@ -124,53 +152,64 @@ def up(
     stack_name: str,
     consuming: bool,
     concurrency: int,
+    failed_visibility: int,
     processes: bool,
     target: str,
 ) -> None:
     """Start the embedded emulator, deploy the template, consume through the Lambda handler."""
+    stopped: list[str] = []
     try:
         with local_cloud(port, stack_name, target) as deployment:
             env_file = write_env_file(deployment)
             record_deployment(deployment)
             os.environ.update(deployment.environment)
             click.echo(deployment.exports())
+            if target != "localstack" and (kept := snapshot.restore(Settings.from_env())):
+                console.print(
+                    f"loaded the last demo's {kept} results from {snapshot.SNAPSHOT} "
+                    "(`lambda dashboard` shows them; delete the file to start empty)"
+                )
+            stop = stop_on_signals()  # before "Ctrl-C stops": from then on, it does
             console.print(
                 f"[green]emulator up[/] at {deployment.endpoint_url}; in another shell run\n"
                 f"  [bold]source {env_file}[/]\n"
                 "then publish tasks (and/or run `celery -A tasks worker --loglevel=info`). "
                 "Ctrl-C stops."
             )
-            stop = stop_on_signals()
             if consuming:
-                consume(
+                deployed = deployed_redelivery(aws.client("sqs"), deployment.event_sources)
+                console.print(redelivery_note(deployed, failed_visibility))
+                stats = consume(
                     deployment.event_sources,
                     handler_from_source,
                     concurrency=concurrency,
+                    failed_visibility=failed_visibility,
                     stop=stop,
                     processes=processes,
                 )
+                stopped.append(_stopped(len(deployment.event_sources) * concurrency, stats))
             else:
                 stop.wait()
     except ConfigurationError as exc:
         _fail(str(exc))
+    if target == "localstack":
+        stopped.append(f"LocalStack at {deployment.endpoint_url} keeps running")
+    else:
+        stopped.append(f"emulator at {deployment.endpoint_url}")
+    console.print(f"stopped: {', '.join(stopped)}")
 
 
 @lambda_.command("consume")
 @click.option("--until-empty", is_flag=True, help="Stop once every queue is empty.")
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Pollers per queue.")
-@click.option(
-    "--failed-visibility",
-    type=int,
-    default=None,
-    help="Seconds before a failed record comes back (default: the queue's visibility timeout).",
-)
+@failed_visibility_option
 @click.option("--stack-name", default=DEFAULT_STACK, show_default=True)
 @processes_option
 @target_option
 def consume_command(
     until_empty: bool,
     concurrency: int,
-    failed_visibility: int | None,
+    failed_visibility: int,
     stack_name: str,
     processes: bool,
     target: str,
@@ -184,18 +223,25 @@ def consume_command(
         deployment = recorded_deployment(settings, stack_name)
         for name, value in deployment.environment.items():
             os.environ.setdefault(name, value)  # what the user exported wins
+        stop = stop_on_signals()
+        pollers = len(deployment.event_sources) * concurrency
+        if not until_empty:
+            console.print(f"consuming: event source ({pollers} pollers); Ctrl-C stops")
         stats = consume(
             deployment.event_sources,
             handler_from_source,
             concurrency=concurrency,
             until_empty=until_empty,
             failed_visibility=failed_visibility,
-            stop=stop_on_signals(),
+            stop=stop,
             processes=processes,
         )
     except CeleryLambdaError as exc:
         _fail(str(exc))
-    console.print(f"{stats.batches} batches, {stats.records} records, {stats.failures} failed")
+    if stop.is_set():
+        console.print(f"stopped: {_stopped(pollers, stats)}")
+    else:
+        console.print(str(stats))
 
 
 @lambda_.command()
@@ -252,11 +298,18 @@ def bench_publish(ctx: click.Context, count: int, round_size: int | None) -> Non
 
 
 @lambda_.command("doctor")
+@click.option(
+    "--parameter-overrides",
+    "overrides",
+    multiple=True,
+    metavar="'KEY=VALUE ...'",
+    help="Parameter values as for sam deploy, over samconfig.toml's parameter_overrides.",
+)
 @click.pass_context
-def doctor(ctx: click.Context) -> None:
-    """Check template.yaml against the app: consumers, visibility, DLQs, IAM, time limits."""
+def doctor(ctx: click.Context, overrides: tuple[str, ...]) -> None:
+    """Check template.yaml against the app: consumers, visibility, scaling, DLQs, IAM, limits."""
     try:
-        status = doctor_main(ctx.obj.app)
+        status = doctor_main(ctx.obj.app, parse_overrides(overrides))
     except CeleryLambdaError as exc:
         _fail(str(exc))
     ctx.exit(status)
@@ -304,11 +357,19 @@ def dashboard(
 @lambda_.command("revoke")
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--reason", default="revoked", show_default=True)
+@click.option("--exact", is_flag=True, help="Take the ids as given, none as the start of an id.")
 @click.pass_context
-def revoke_command(ctx: click.Context, ids: tuple[str, ...], reason: str) -> None:
-    """Revoke task, group or workflow-root ids (both consumers check before running)."""
+def revoke_command(ctx: click.Context, ids: tuple[str, ...], reason: str, exact: bool) -> None:
+    """Revoke task, group or workflow-root ids (both consumers check before running).
+
+    A whole id (a UUID) is taken as given, stored or not (a group, a task not sent yet); any other
+    is a task id in the results table or the start of one, unique there. --exact takes every id
+    as given (a custom task id not stored yet).
+    """
     try:
-        recorded = revoke(ctx.obj.app, ids, reason)
+        recorded = revoke(ctx.obj.app, ids if exact else resolve_for_app(ctx.obj.app, ids), reason)
+    except UnknownId as exc:
+        _fail(f"{exc}; --exact revokes an id as given")
     except CeleryLambdaError as exc:
         _fail(str(exc))
     for task_id in recorded:

@@ -21,6 +21,7 @@ from celery.result import AsyncResult, GroupResult, ResultBase
 from rich.console import Console
 from rich.table import Table
 
+from devtools.cloud import snapshot
 from devtools.cloud.deploy import Deployment
 from devtools.cloud.event_source import consume, handler_from_source
 from devtools.cloud.session import local_cloud, point_app_at
@@ -148,10 +149,11 @@ DEMO_LOG = Path(".celery-lambda") / "demo-lambda.log"
 """Where the demo writes the handler's log lines."""
 KEEP_EXPLORING = """\
 The demo's emulator stopped with it. To keep exploring:
-  celery -A tasks lambda up       # emulator + template + consumer; Ctrl-C
+  celery -A tasks lambda up       # emulator + consumer, the demo's tasks in it
   source .celery-lambda/env.sh    # in another shell: what up exported
   python -c "from tasks import add; print(add.delay(4, 4).get())"
-  celery -A tasks lambda queues   # then: inspect [ID], dlq, stats, schedule"""
+  celery -A tasks lambda queues   # then: inspect [ID], dlq, stats, schedule
+  celery -A tasks lambda dashboard  # the web UI: open the URL it prints"""
 
 
 def run_demo(app: Any, deployment: Deployment, console: Console) -> Table:
@@ -197,7 +199,9 @@ def demo_main(app: Any, target: str = DEFAULT_TARGET) -> None:
     with DEMO_LOG.open("w") as log, _handler_logs_to(log), local_cloud(target=target) as cloud:
         console.print(f"{target} at {cloud.endpoint_url}, template deployed")
         console.print(run_demo(app, cloud, console))
+        kept = snapshot.save(Settings.from_env())
     console.print(f"the handler's log, as CloudWatch would get it: {DEMO_LOG}")
+    console.print(f"{kept} results kept in {snapshot.SNAPSHOT} for `lambda up`")
     console.print(KEEP_EXPLORING)
 
 

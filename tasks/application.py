@@ -1,11 +1,11 @@
-"""The Celery application, configured from ``tasks/celeryconfig.py`` as the brief recommends."""
+"""The Celery application: its own choices in ``tasks/celeryconfig.py`` (queues, routes, beat
+schedule), then the one call that makes it ready from the environment."""
 
 from celery import Celery
 
 import infra
 
-# ClaimingTask: a worker claims each task id before running it, like the Lambda path does.
-app = Celery("tasks", task_cls="infra.worker.task:ClaimingTask")
+app = Celery("tasks")
 app.config_from_object("tasks.celeryconfig")
-# Our SQS transport (native delays, large bodies in S3, FIFO ids, batched groups) and revoke.
+# Our SQS transport and queue URLs, the results table, claims on workers, revoke, batched groups.
 infra.configure(app)

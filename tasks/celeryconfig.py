@@ -19,7 +19,11 @@ _settings = Settings.from_env()
 # set it) kombu uses `predefined_queues` and never lists or creates queues.
 broker_url = _settings.broker_url
 broker_connection_retry_on_startup = True
-broker_transport_options = transport_options(_settings)
+# Only on SQS: on Redis, kombu would read our polling_interval 0 as a BRPOP that never times out
+# (an idle worker that never stops).
+broker_transport_options = (
+    transport_options(_settings) if _settings.broker_url.startswith("sqs") else {}
+)
 
 # Results: Celery's DynamoDB item format in the template's table, no runtime provisioning.
 result_backend = "infra.store.results:DynamoDBBackend"

@@ -2,7 +2,9 @@
 
 Publish with ``add.apply_async((2, 2), headers={"tenant": "acme"})``; while the handler processes
 that record, each of its JSON log lines (ours and Celery's) carries ``"tenant": "acme"``.
-Registered in ``tasks/celeryconfig.py`` (``celery_lambda_hooks``).
+Registered in ``tasks/celeryconfig.py`` (``celery_lambda_hooks``). With
+``CELERY_LAMBDA_TENANT_HEADER=tenant`` the producer also sends the same header as the message's
+``MessageGroupId`` on standard queues, so SQS serves the tenants fairly (SQS fair queues).
 """
 
 from __future__ import annotations

@@ -19,6 +19,14 @@ from devtools.cloud.session import deployment_with_credentials, local_cloud, poi
 from infra.core.settings import Settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs LocalStack (``make test-fast`` leaves them out: LocalStack is
+    installed on first use, and the quick loop installs nothing beyond ``.venv``)."""
+    for item in items:
+        if {"localstack", "localstack_cloud"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.localstack)
+
+
 @pytest.fixture(scope="session")
 def cloud() -> Iterator[Deployment]:
     """moto in server mode on 127.0.0.1 with template.yaml deployed into it.

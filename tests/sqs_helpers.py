@@ -10,7 +10,7 @@ from typing import Any
 
 from infra.core import aws
 
-__all__ = ["TestQueue", "counts", "queue_arn", "queue_with_dlq", "receive"]
+__all__ = ["TestQueue", "counts", "predefine", "queue_arn", "queue_with_dlq", "receive"]
 
 _COUNTS = (
     "ApproximateNumberOfMessages",
@@ -28,6 +28,15 @@ class TestQueue:
     url: str
     arn: str
     dlq_url: str
+
+
+def predefine(app: Any, urls: Mapping[str, str]) -> None:
+    """Add ``urls`` (queue name -> URL) to ``app``'s predefined queues, as ``CELERY_QUEUE_URLS``
+    adds them in a subprocess: kombu then publishes there without listing or creating queues."""
+    options = dict(app.conf.broker_transport_options)
+    added = {name: {"url": url} for name, url in urls.items()}
+    options["predefined_queues"] = {**options.get("predefined_queues", {}), **added}
+    app.conf.broker_transport_options = options
 
 
 def queue_arn(url: str) -> str:

@@ -1,8 +1,10 @@
 """``celery -A tasks lambda doctor``: does template.yaml fit the app it deploys?
 
-Each check reads the SAM-translated template and the Celery app, and reports a problem with the
-fix. The checks are pure (a translated template dict and an app in, findings out) so that each
-one is proven to fire on a template broken on purpose.
+Each check reads the SAM-translated template, the parameter values it would be deployed with
+(defaults, then samconfig.toml's and the command line's overrides) and the Celery app, and reports
+a problem with the fix. The checks are pure (a translated template dict, overrides and an app in,
+findings out) so that each one is proven to fire on a template or a value broken on purpose. The
+event sources' batching and scaling checks live in :mod:`devtools.checks.scaling`.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from devtools.checks.findings import Finding
+from devtools.checks.parameters import Values, samconfig_overrides
+from devtools.checks.scaling import check_event_source
 from devtools.cloud.template import load_template, translate
-from infra.core.limits import ESM_MAX_BATCH_SIZE_FIFO, VISIBILITY_TIMEOUT_FACTOR
 
 __all__ = ["Finding", "diagnose", "doctor_main"]
 
@@ -25,25 +28,8 @@ _REFERENCE = re.compile(r"\$\{(\w+)\}")
 WORKER = "WorkerFunction"
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem: how bad, where, what, and how to fix it."""
-
-    level: str  # "error" | "warning"
-    where: str
-    problem: str
-    fix: str
-
-
 def _resources(template: Mapping[str, Any], kind: str) -> dict[str, Any]:
     return {n: r for n, r in template["Resources"].items() if r.get("Type") == kind}
-
-
-def _value(template: Mapping[str, Any], value: Any) -> Any:
-    """A literal, or a parameter's default for a ``Ref`` to one."""
-    if isinstance(value, dict) and "Ref" in value:
-        return template.get("Parameters", {}).get(value["Ref"], {}).get("Default")
-    return value
 
 
 def _arn_target(value: Any) -> str | None:
@@ -175,7 +161,17 @@ def _check_consumers(template: Mapping[str, Any], app: Any) -> Iterator[Finding]
             )
 
 
-def _check_mappings(template: Mapping[str, Any]) -> Iterator[Finding]:
+def _check_overrides(values: Values) -> Iterator[Finding]:
+    for name in values.unknown:
+        yield Finding(
+            "error",
+            f"parameter {name}",
+            "overridden but not a parameter of template.yaml: CloudFormation refuses the deploy",
+            "correct the name in samconfig.toml's parameter_overrides or --parameter-overrides",
+        )
+
+
+def _check_mappings(template: Mapping[str, Any], values: Values) -> Iterator[Finding]:
     timeout = int(template["Resources"][WORKER]["Properties"].get("Timeout", 3))
     queues = _resources(template, "AWS::SQS::Queue")
     for logical, mapping in sorted(_consumed(template).items()):
@@ -188,26 +184,7 @@ def _check_mappings(template: Mapping[str, Any]) -> Iterator[Finding]:
                 "add FunctionResponseTypes: [ReportBatchItemFailures] to the SQS event",
             )
         queue = queues.get(logical, {}).get("Properties", {})
-        visibility = int(_value(template, queue.get("VisibilityTimeout", 30)) or 30)
-        if visibility < VISIBILITY_TIMEOUT_FACTOR * timeout:
-            yield Finding(
-                "error",
-                logical,
-                f"VisibilityTimeout {visibility}s < {VISIBILITY_TIMEOUT_FACTOR} x function timeout"
-                f" {timeout}s: records can come back while still running",
-                f"set VisibilityTimeout >= {VISIBILITY_TIMEOUT_FACTOR * timeout}",
-            )
-        batch = int(_value(template, props.get("BatchSize", 10)) or 10)
-        window = int(_value(template, props.get("MaximumBatchingWindowInSeconds", 0)) or 0)
-        fifo = bool(queue.get("FifoQueue"))
-        if batch > ESM_MAX_BATCH_SIZE_FIFO and (fifo or window < 1):
-            yield Finding(
-                "error",
-                logical,
-                f"BatchSize {batch} needs a standard queue and a batching window of 1 s or more",
-                f"lower BatchSize to {ESM_MAX_BATCH_SIZE_FIFO} or set "
-                "MaximumBatchingWindowInSeconds >= 1",
-            )
+        yield from check_event_source(logical, mapping, queue, timeout, values)
         redrive = queue.get("RedrivePolicy") or {}
         if not redrive:
             yield Finding(
@@ -216,7 +193,7 @@ def _check_mappings(template: Mapping[str, Any]) -> Iterator[Finding]:
                 "no dead-letter queue: a poison message is retried until retention ends",
                 "add a RedrivePolicy with a DLQ and maxReceiveCount",
             )
-        elif int(_value(template, redrive.get("maxReceiveCount", 0)) or 0) < 3:
+        elif int(values.evaluate(redrive.get("maxReceiveCount", 0)) or 0) < 3:
             yield Finding(
                 "warning",
                 logical,
@@ -227,11 +204,11 @@ def _check_mappings(template: Mapping[str, Any]) -> Iterator[Finding]:
 
 
 def _check_worker_task(
-    template: Mapping[str, Any], name: str, limit: Any, logical: str
+    template: Mapping[str, Any], values: Values, name: str, limit: Any, logical: str
 ) -> Iterator[Finding]:
     """A task on a queue only workers consume: bounded by the queue's visibility, not Lambda's."""
     queue = template["Resources"].get(logical, {}).get("Properties", {})
-    visibility = int(_value(template, queue.get("VisibilityTimeout", 30)) or 30)
+    visibility = int(values.evaluate(queue.get("VisibilityTimeout", 30)) or 30)
     if not limit:
         yield Finding(
             "warning",
@@ -250,13 +227,13 @@ def _check_worker_task(
         )
 
 
-def _check_tasks(template: Mapping[str, Any], app: Any) -> Iterator[Finding]:
+def _check_tasks(template: Mapping[str, Any], values: Values, app: Any) -> Iterator[Finding]:
     timeout = int(template["Resources"][WORKER]["Properties"].get("Timeout", 3))
     names = _queue_names(template["Resources"][WORKER])
     consumed = _consumed(template)
     batch = max(
         (
-            int(_value(template, m["Properties"].get("BatchSize", 10)) or 10)
+            int(values.evaluate(m["Properties"].get("BatchSize", 10)) or 10)
             for m in consumed.values()
         ),
         default=1,
@@ -268,7 +245,7 @@ def _check_tasks(template: Mapping[str, Any], app: Any) -> Iterator[Finding]:
         limit = task.time_limit or default_limit
         logical = names.get(_queue_of(app, task))
         if logical is not None and logical not in consumed:
-            yield from _check_worker_task(template, name, limit, logical)
+            yield from _check_worker_task(template, values, name, limit, logical)
         elif limit and limit > timeout:
             yield Finding(
                 "error",
@@ -287,28 +264,38 @@ def _check_tasks(template: Mapping[str, Any], app: Any) -> Iterator[Finding]:
             )
 
 
-def diagnose(template: Mapping[str, Any], app: Any) -> list[Finding]:
-    """Every problem found, errors first."""
+def diagnose(
+    template: Mapping[str, Any], app: Any, overrides: Mapping[str, str] | None = None
+) -> list[Finding]:
+    """Every problem found with the template deployed with ``overrides``, errors first.
+
+    Raises:
+        ConfigurationError: an override of a Number parameter is not a number.
+    """
+    values = Values.of(template, overrides)
     findings = [
+        *_check_overrides(values),
         *_check_consumers(template, app),
-        *_check_mappings(template),
-        *_check_tasks(template, app),
+        *_check_mappings(template, values),
+        *_check_tasks(template, values, app),
     ]
     return sorted(findings, key=lambda f: (f.level != "error", f.where))
 
 
-def doctor_main(app: Any) -> int:
-    """Print the findings for template.yaml and ``app``; the exit status (1 on any error)."""
+def doctor_main(app: Any, overrides: Mapping[str, str] | None = None) -> int:
+    """Print the findings for template.yaml and ``app`` deployed with samconfig.toml's parameter
+    overrides and then ``overrides``; the exit status (1 on any error)."""
     app.loader.import_default_modules()
     app.finalize(auto=True)
-    findings = diagnose(translate(load_template()), app)
+    values = {**samconfig_overrides(), **(overrides or {})}
+    findings = diagnose(translate(load_template()), app, values)
     console = Console()
     if not findings:
         console.print("template.yaml and the app agree: no problems found")
         return 0
     table = Table(title="celery-lambda doctor")
     for column in ("level", "where", "problem", "fix"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for f in findings:
         table.add_row(f.level, f.where, f.problem, f.fix)
     console.print(table)

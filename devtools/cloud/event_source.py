@@ -66,6 +66,7 @@ __all__ = [
     "Handler",
     "Invoker",
     "LambdaContext",
+    "STOP_CHECK_SECONDS",
     "StopSignal",
     "build_event",
     "build_record",
@@ -91,6 +92,11 @@ START_METHOD = "spawn"
 """A fresh interpreter per poller, importing the handler as a Lambda init does. ``fork`` starts
 about a second sooner but inherits the parent's open sockets (cached boto3 clients, the Celery
 app's connection pools) and any lock another thread held."""
+STOP_CHECK_SECONDS = 1
+"""Longest poll of a run that can be stopped. A long poll cannot be cut short, and one left
+behind goes on receiving on the server (moto's loop, as SQS's) after its client is gone: messages
+published meanwhile vanish for the visibility timeout. So a stoppable run polls a second at a
+time and checks its stop between polls (idle, one ReceiveMessage a second per poller, locally)."""
 _PAYLOAD_BUDGET = LAMBDA_MAX_SYNC_PAYLOAD_BYTES - 1024  # room for the {"Records": [...]} envelope
 _MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 _QUEUE_COUNTS = (
@@ -136,6 +142,9 @@ class ConsumeStats:
     batches: int = 0
     records: int = 0
     failures: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.batches} batches, {self.records} records, {self.failures} failed"
 
     def __add__(self, other: ConsumeStats) -> ConsumeStats:
         return ConsumeStats(
@@ -229,12 +238,14 @@ class EventSourcePoller:
         """Poll until ``stop`` is set or, with ``until_empty``, nothing is left in the queue.
 
         Empty means nothing visible, in flight or delayed: a record that failed comes back. A queue
-        empty from the start ends the run at once, without a long poll.
+        empty from the start ends the run at once, without a long poll. With ``stop`` (or
+        ``until_empty``) a poll waits at most :data:`STOP_CHECK_SECONDS`.
 
         Raises:
             ConfigurationError: the queue does not exist (the template is not deployed there).
         """
-        wait_seconds = min(wait_seconds, 1) if until_empty else wait_seconds
+        if until_empty or stop is not None:
+            wait_seconds = min(wait_seconds, STOP_CHECK_SECONDS)
         stats = ConsumeStats()
         if until_empty and self._queue_is_empty():
             return stats
@@ -655,7 +666,7 @@ def consume(
     source at concurrency 1 needs no thread at all. With ``processes`` every poller gets its own
     process (``start_method``), invocations run in parallel, and ``handler_factory`` must pickle (a
     module-level function, a ``partial``). Settings come from the environment. Stopping takes up
-    to ``wait_seconds`` plus the batch in progress.
+    to :data:`STOP_CHECK_SECONDS` plus the batch in progress.
 
     Raises:
         ConfigurationError: concurrency below 1 or no sources; whatever a poller raised.

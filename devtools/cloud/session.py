@@ -186,8 +186,9 @@ def local_settings(target: str = DEFAULT_TARGET) -> Settings:
     settings = Settings.from_env()
     if not settings.endpoint_url:
         raise ConfigurationError(
-            "AWS_ENDPOINT_URL is not set: this command only talks to a local emulator "
-            "(start one with `celery -A tasks lambda up`); deploy to AWS with `sam deploy`"
+            "AWS_ENDPOINT_URL is not set: `source .celery-lambda/env.sh` (written by "
+            "`celery -A tasks lambda up`, or by `lambda up --no-consume` to consume from here); "
+            "this command only talks to a local emulator (deploy to AWS with `sam deploy`)"
         )
     if not reachable(settings.endpoint_url):
         raise ConfigurationError(

@@ -40,6 +40,7 @@ from devtools.dashboard.params import (
     task_id,
 )
 from devtools.dashboard.sources import Sources
+from devtools.ops.ids import AmbiguousId, UnknownId, resolve_task_id
 from infra.core.errors import CeleryLambdaError
 
 __all__ = ["UNAUTHORIZED", "Dashboard", "create_app"]
@@ -234,6 +235,16 @@ def create_app(dashboard: Dashboard) -> Starlette:
     async def task(request: Request) -> Response:
         check_names(params(request), frozenset())
         id_ = task_id(request.path_params["task_id"])
+        try:  # the start of an id, as the tables show it, is the task it starts: one Query
+            full = await run_in_threadpool(
+                resolve_task_id, sources.client("dynamodb"), sources.table, id_
+            )
+        except UnknownId as exc:
+            raise LookupError(str(exc)) from exc
+        except AmbiguousId as exc:
+            raise BadRequest(str(exc)) from exc
+        if full != id_:
+            return RedirectResponse(f"/tasks/{urllib.parse.quote(full)}", status_code=303)
         found = await run_in_threadpool(sources.task, id_)
         if found is None:
             raise LookupError(

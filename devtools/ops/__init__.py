@@ -3,7 +3,8 @@
 Which deployment (:mod:`~devtools.ops.target`, :mod:`~devtools.ops.options`); what is read or done
 there, as plain values from injected clients (:mod:`~devtools.ops.queues`,
 :mod:`~devtools.ops.tasks`, :mod:`~devtools.ops.detail`, :mod:`~devtools.ops.dlq`,
-:mod:`~devtools.ops.redrive`, :mod:`~devtools.ops.stats`, :mod:`~devtools.ops.schedule`); how it
+:mod:`~devtools.ops.redrive`, :mod:`~devtools.ops.stats`, :mod:`~devtools.ops.schedule`); ids as
+typed, whole or the start of one (:mod:`~devtools.ops.ids`); how it
 looks (:mod:`~devtools.ops.render`, :mod:`~devtools.ops.output`); and the click commands
 (:mod:`~devtools.ops.commands`, :mod:`~devtools.ops.dlq_commands`).
 
@@ -15,6 +16,7 @@ __all__ = [
     "detail",
     "dlq",
     "dlq_commands",
+    "ids",
     "options",
     "output",
     "queues",

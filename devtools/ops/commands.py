@@ -18,6 +18,7 @@ import click
 
 from devtools.ops.detail import view_task
 from devtools.ops.dlq_commands import dlq
+from devtools.ops.ids import resolve_task_id
 from devtools.ops.options import deployment_options, resolve
 from devtools.ops.output import emit, fail, note, show
 from devtools.ops.queues import oldest_age_from_cloudwatch, queue_depths, queue_pairs
@@ -92,7 +93,11 @@ def inspect_command(
     stack: str | None,
     as_json: bool,
 ) -> None:
-    """Tasks from the result store, newest first; with TASK_ID, one task and its workflow."""
+    """Tasks from the result store, newest first; with TASK_ID, one task and its workflow.
+
+    TASK_ID may be the first characters of an id (as the tables show it), if no other task's id
+    starts with them; an ambiguous one lists the ids it matches.
+    """
     target = resolve(stack)
     if task_id:
         _inspect_one(ctx.obj.app, target, task_id, as_json)
@@ -116,13 +121,19 @@ def inspect_command(
         note(f"no task in {table} matches")
 
 
-def _inspect_one(app: Any, target: Target, task_id: str, as_json: bool) -> None:
+def _inspect_one(app: Any, target: Target, text: str, as_json: bool) -> None:
+    """One task by its id or the start of it (:func:`devtools.ops.ids.resolve_task_id`)."""
     dynamodb, table = aws.client("dynamodb", target.settings), target.settings.results_table
+    items: dict[str, tuple[TaskRow, Any, dict[str, Any]] | None] = {}
 
     def read(id_: str) -> tuple[TaskRow, Any, dict[str, Any]] | None:
-        return read_item(dynamodb, table, id_, app.backend.decode_result)
+        """Each item read once (the task heads its own tree)."""
+        if id_ not in items:
+            items[id_] = read_item(dynamodb, table, id_, app.backend.decode_result)
+        return items[id_]
 
     try:
+        task_id = resolve_task_id(dynamodb, table, text)
         view = view_task(task_id, read)
     except CeleryLambdaError as exc:
         fail(str(exc))

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from devtools.ops.tasks import TaskRow
+from infra.store.items import NOT_REGISTERED
 
 __all__ = [
     "ChildRef",
@@ -142,12 +143,23 @@ def child_refs(meta: Mapping[str, Any]) -> tuple[ChildRef, ...]:
     return tuple(ref for ref in map(_ref, children) if ref is not None)
 
 
+def _reason(meta: Mapping[str, Any]) -> str | None:
+    """Why a NOT_REGISTERED task never ran (its meta's ``result``,
+    :func:`infra.store.unregistered.unregistered_info`), shown as its exception."""
+    info = meta.get("result")
+    if meta.get("status") != NOT_REGISTERED or not isinstance(info, Mapping):
+        return None
+    return f"{info.get('exc_type')}: {info.get('exc_message')}"
+
+
 def task_detail(row: TaskRow, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> TaskDetail:
     """A task's detail from its row, decoded meta and raw attributes (``item_values``)."""
     result = meta.get("result")
-    exception = None
+    exception = _reason(meta)
     if isinstance(result, BaseException):
         exception, result = f"{type(result).__name__}: {result}", None
+    elif exception is not None:
+        result = None
     return TaskDetail(
         row=row,
         result=result,

@@ -76,9 +76,12 @@ class DeadLetter:
 
     @property
     def summary(self) -> str:
-        """The arguments in a few characters: Celery's ``argsrepr``/``kwargsrepr`` when sent."""
+        """The arguments in a few characters: Celery's ``argsrepr``/``kwargsrepr`` when sent.
+
+        Empty without a decoded task: why there is none is :attr:`problem`, and only there.
+        """
         if self.task is None:
-            return self.problem or ""
+            return ""
         headers = self.task.headers
         args = headers.get("argsrepr") or reprlib.repr(self.task.args)
         kwargs = headers.get("kwargsrepr") or reprlib.repr(self.task.kwargs)
@@ -92,7 +95,7 @@ class DeadLetter:
             "dlq_url": self.dlq_url,
             "task_name": task.task_name if task else None,
             "task_id": task.task_id if task else None,
-            "args": self.summary,
+            "args": self.summary if task else None,
             "receives": self.receives,
             "sent_at": _iso(self.sent_at),
             "first_received_at": _iso(self.first_received_at),

@@ -7,7 +7,7 @@ it was, and :mod:`devtools.ops.redrive` for why a redrive can duplicate but neve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from devtools.ops.dlq import DeadLetter, peeked, read_letter
+from devtools.ops.ids import UnknownId, is_full_id, resolve_letter
 from devtools.ops.options import deployment_options, resolve
 from devtools.ops.output import emit, fail, note, show
 from devtools.ops.queues import QueuePair, queue_pairs, waiting
@@ -103,6 +104,37 @@ def dlq_list(
         note("the dead-letter queues are empty")
 
 
+def _look(
+    sqs: Any, dlqs: list[_Dlq], accept: Collection[str], texts: Collection[str]
+) -> list[tuple[_Dlq, dict[str, Any], DeadLetter]]:
+    """The messages of ``dlqs``, each decoded, for ``texts`` to be matched against.
+
+    A look at a DLQ stops early once every text that is a whole id was seen as a message id;
+    a prefix (or a task id) needs the whole DLQ, to tell a unique match from an ambiguous one.
+    """
+    full = [text for text in texts if is_full_id(text)]
+    looking_for = full if len(full) == len(texts) else ()
+    found: list[tuple[_Dlq, dict[str, Any], DeadLetter]] = []
+    for d in dlqs:
+        with peeked(sqs, d.url, looking_for=looking_for) as messages:
+            found += [(d, m, read_letter(m, d.url, accept)) for m in messages]
+        if looking_for and set(looking_for) <= {m["MessageId"] for _, m, _ in found}:
+            break
+    return found
+
+
+def _resolved(
+    found: list[tuple[_Dlq, dict[str, Any], DeadLetter]], text: str
+) -> tuple[_Dlq, dict[str, Any], DeadLetter]:
+    """The one message of a look that ``text`` names (:func:`devtools.ops.ids.resolve_letter`).
+
+    Raises:
+        UnknownId, AmbiguousId: none, or several.
+    """
+    letter = resolve_letter([letter for _, _, letter in found], text)
+    return next(entry for entry in found if entry[2] is letter)
+
+
 @dlq.command("show")
 @click.argument("message_id")
 @queue_option
@@ -111,7 +143,12 @@ def dlq_list(
 def dlqshow(
     ctx: click.Context, message_id: str, queue_name: str | None, stack: str | None, as_json: bool
 ) -> None:
-    """One DLQ message in full: body, attributes, the decoded task (offloaded bodies fetched)."""
+    """One DLQ message in full: body, attributes, the decoded task (offloaded bodies fetched).
+
+    MESSAGE_ID: a message id or a task id, or the first characters of one, matched against the
+    messages in the DLQs (the task ids of bodies offloaded to S3 are not matched); an ambiguous
+    one lists the messages it matches.
+    """
     target = resolve(stack)
     sqs = aws.client("sqs", target.settings)
     dlqs = [d for d in _dlqs(sqs, target, queue_name) if d.waiting]
@@ -122,14 +159,8 @@ def dlqshow(
 
     accept, limit = ctx.obj.app.conf.accept_content, target.settings.max_payload_bytes
     try:
-        for d in dlqs:
-            with peeked(sqs, d.url, looking_for=[message_id]) as messages:
-                found = [m for m in messages if m["MessageId"] == message_id]
-                if found:
-                    queue, letter = d.pair.name, read_letter(found[0], d.url, accept, fetch, limit)
-                    break
-        else:
-            fail(f"no message {message_id} in the dead-letter queues (unknown, or moved since)")
+        d, message, _ = _resolved(_look(sqs, dlqs, accept, [message_id]), message_id)
+        queue, letter = d.pair.name, read_letter(message, d.url, accept, fetch, limit)
     except CeleryLambdaError as exc:
         fail(str(exc))
     if as_json:
@@ -139,13 +170,27 @@ def dlqshow(
 
 
 @dlq.command("redrive")
-@click.option("--id", "ids", multiple=True, help="Only this message id (repeatable).")
+@click.option(
+    "--id",
+    "ids",
+    multiple=True,
+    help="Only this message (repeatable): its message id or task id, or the start of one.",
+)
 @queue_option
 @deployment_options
+@click.pass_context
 def dlq_redrive(
-    ids: tuple[str, ...], queue_name: str | None, stack: str | None, as_json: bool
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    queue_name: str | None,
+    stack: str | None,
+    as_json: bool,
 ) -> None:
-    """Send DLQ messages back to their queue; each is deleted from the DLQ once sent."""
+    """Send DLQ messages back to their queue; each is deleted from the DLQ once sent.
+
+    An --id is matched as ``dlq show`` matches its MESSAGE_ID; an ambiguous one moves nothing and
+    lists the messages it matches.
+    """
     target = resolve(stack)
     sqs = aws.client("sqs", target.settings)
     everything = _dlqs(sqs, target, queue_name)
@@ -157,18 +202,45 @@ def dlq_redrive(
         if as_json:
             emit({**RedriveResult().as_json(), "unknown": []})
         return
+    try:
+        chosen = _selection(sqs, dlqs, ctx.obj.app.conf.accept_content, ids) if ids else None
+    except CeleryLambdaError as exc:
+        fail(str(exc))
     sources = sources_by_dlq([d.pair for d in everything])
     columns = (TextColumn("redrive"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
-        bar = progress.add_task("redrive", total=len(ids) or sum(d.waiting for d in dlqs))
+        total = len(chosen) if chosen is not None else sum(d.waiting for d in dlqs)
+        bar = progress.add_task("redrive", total=total)
         try:
-            result = _redrive(sqs, dlqs, sources, target, ids, lambda n: progress.advance(bar, n))
+            result = _redrive(
+                sqs, dlqs, sources, target, chosen, lambda n: progress.advance(bar, n)
+            )
         except CeleryLambdaError as exc:
             fail(
                 f"redrive interrupted: {exc}; the messages being moved reappear in their DLQ "
                 f"within {REDRIVE_HIDE_SECONDS} s: run it again (a task sent twice runs once)"
             )
-    _report(result, ids, as_json)
+    _report(result, ids, chosen or {}, as_json)
+
+
+def _selection(
+    sqs: Any, dlqs: list[_Dlq], accept: Collection[str], ids: tuple[str, ...]
+) -> dict[str, tuple[str, str]]:
+    """Each of ``ids`` that names a message → that message's DLQ URL and message id.
+
+    Raises:
+        AmbiguousId: an id names several messages.
+        ConfigurationError: the DLQs could not be read.
+    """
+    found = _look(sqs, dlqs, accept, ids)
+    chosen: dict[str, tuple[str, str]] = {}
+    for text in ids:
+        try:
+            d, message, _ = _resolved(found, text)
+        except UnknownId:
+            continue  # reported with the outcome, after the known ones moved
+        chosen[text] = (d.url, message["MessageId"])
+    return chosen
 
 
 def _redrive(
@@ -176,23 +248,30 @@ def _redrive(
     dlqs: list[_Dlq],
     sources: Mapping[str, tuple[str, ...]],
     target: Target,
-    ids: tuple[str, ...],
+    chosen: Mapping[str, tuple[str, str]] | None,
     advance: Callable[[int], None],
 ) -> RedriveResult:
-    """Each DLQ's messages (or the ``ids`` among them) back to the queue they came from."""
+    """Each DLQ's messages (or the ``chosen`` ones) back to the queue they came from."""
     result = RedriveResult()
     for d in dlqs:
 
         def where(message: Any, dlq_url: str = d.url) -> str | None:
             return destination(message, dlq_url, sources, target.settings)
 
-        selected = set(ids) if ids else None
-        result += redrive_queue(sqs, d.url, where, selected=selected, on_progress=advance)
+        selected = None if chosen is None else {m for url, m in chosen.values() if url == d.url}
+        if selected is None or selected:
+            result += redrive_queue(sqs, d.url, where, selected=selected, on_progress=advance)
     return result
 
 
-def _report(result: RedriveResult, ids: tuple[str, ...], as_json: bool) -> None:
-    unknown = sorted(set(ids) - set(result.moved) - {i for i, _ in result.kept})
+def _report(
+    result: RedriveResult,
+    ids: tuple[str, ...],
+    chosen: Mapping[str, tuple[str, str]],
+    as_json: bool,
+) -> None:
+    done = set(result.moved) | {i for i, _ in result.kept}
+    unknown = sorted({text for text in ids if text not in chosen or chosen[text][1] not in done})
     if as_json:
         emit({**result.as_json(), "unknown": unknown})
     else:

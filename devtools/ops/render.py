@@ -92,12 +92,12 @@ def tasks_table(rows: Sequence[TaskRow]) -> Table:
     for row in rows:
         table.add_row(
             _when(row.updated_at),
-            row.task_id,
-            row.task_name or "",
+            Text(row.task_id),
+            Text(row.task_name or ""),
             _state(row.state),
-            row.queue or "",
+            Text(row.queue or ""),
             str(row.retries),
-            row.consumer or "",
+            Text(row.consumer or ""),
         )
     return table
 
@@ -123,7 +123,10 @@ def _task_fields(detail: TaskDetail, parent: TaskRow | None) -> list[tuple[str, 
         ("exception", detail.exception),
         ("result", None if detail.exception else json.dumps(detail.result, default=repr)),
     ]
-    return [(name, value) for name, value in fields if value]
+    # Text, not str: rich reads a str as markup, and names and values come from whoever published.
+    return [
+        (name, Text(value) if isinstance(value, str) else value) for name, value in fields if value
+    ]
 
 
 def task_panel(detail: TaskDetail, parent: TaskRow | None) -> RenderableType:
@@ -165,7 +168,7 @@ def _grow(tree: Tree, node: TaskNode) -> None:
 
 
 def dead_letters_table(letters: Sequence[tuple[str, DeadLetter]]) -> Table:
-    """``(queue name, letter)`` pairs as one table."""
+    """``(queue name, letter)`` pairs as one table; "?" for the task of an undecodable body."""
     table = Table(title="dead-letter queues")
     for column in (
         "queue",
@@ -176,6 +179,7 @@ def dead_letters_table(letters: Sequence[tuple[str, DeadLetter]]) -> Table:
         "receives",
         "sent",
         "first received",
+        "problem",
     ):
         table.add_column(column, overflow="fold")
     for queue, letter in letters:
@@ -183,12 +187,13 @@ def dead_letters_table(letters: Sequence[tuple[str, DeadLetter]]) -> Table:
         table.add_row(
             queue,
             letter.message_id,
-            task.task_name if task else Text(letter.problem or "", style="red"),
-            task.task_id if task else "",
-            letter.summary if task else "",
+            Text(task.task_name) if task else Text("?", style="dim"),
+            Text(task.task_id) if task else "",
+            Text(letter.summary),
             str(letter.receives),
             _when(letter.sent_at.timestamp() if letter.sent_at else None),
             _when(letter.first_received_at.timestamp() if letter.first_received_at else None),
+            Text(letter.problem or "", style="red"),
         )
     return table
 

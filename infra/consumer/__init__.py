@@ -5,9 +5,11 @@ The consumer of a whole SQS event (:mod:`~infra.consumer.batch`), the pipeline
 claims, rate limiter, result writer, queue) and its steps: record bodies
 (:mod:`~infra.consumer.bodies`), the gate (:mod:`~infra.consumer.gate`), Celery's tracer under
 time limits (:mod:`~infra.consumer.runner`, :mod:`~infra.consumer.timelimits`), the memory guard
-(:mod:`~infra.consumer.memory`), hand-backs (:mod:`~infra.consumer.handback`), per-record metrics
+(:mod:`~infra.consumer.memory`), hand-backs (:mod:`~infra.consumer.handback`), unknown tasks
+(:mod:`~infra.consumer.unknown`), per-record metrics
 (:mod:`~infra.consumer.record_metrics`), a batch's deferred outcomes
-(:mod:`~infra.consumer.settlement`) and the per-container wiring (:mod:`~infra.consumer.runtime`).
+(:mod:`~infra.consumer.settlement`), the per-container wiring (:mod:`~infra.consumer.runtime`) and
+the Lambda entry point (:mod:`~infra.consumer.handler`).
 
 May import: :mod:`infra.core`, :mod:`infra.wire`, :mod:`infra.store`.
 """
@@ -17,6 +19,7 @@ __all__ = [
     "bodies",
     "gate",
     "handback",
+    "handler",
     "memory",
     "pipeline",
     "record_metrics",
@@ -25,4 +28,5 @@ __all__ = [
     "seams",
     "settlement",
     "timelimits",
+    "unknown",
 ]

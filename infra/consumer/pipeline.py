@@ -32,6 +32,7 @@ from infra.consumer.runner import Outcome, Runner
 from infra.consumer.seams import Claims, Pacer
 from infra.consumer.settlement import Settlement
 from infra.consumer.timelimits import DeadlineReached
+from infra.consumer.unknown import tell_unregistered
 from infra.core.errors import CeleryLambdaError, MessageDecodeError, StoreError, UnknownTaskError
 from infra.core.hooks import Hooks
 from infra.core.observability import (
@@ -51,6 +52,7 @@ from infra.core.observability import (
     tracer,
 )
 from infra.core.settings import Settings
+from infra.core.tracing import record_span
 from infra.store.claim_requests import (
     RUN,
     UNRELEASED_STATES,
@@ -199,10 +201,12 @@ class Pipeline:
             except PayloadMissing as exc:
                 return RecordBodies(self.settings).missing(self.app, record, exc.pointer)
             logger.append_keys(task_id=message.task_id, task_name=message.task_name)
-            self._resolve(message, record)
+            self._resolve(message, record, context)
             note_received(message, record)
             self.hooks.call("before_task", message, record)
-            outcome = self._gate_and_run(message, record, context)
+            with record_span(record, message.headers, message.task_name, message.task_id) as span:
+                outcome = self._gate_and_run(message, record, context)
+                span.outcome(outcome.state, outcome.exception)
             self.outcomes.finished(message.task_id, record, outcome)
             self.hooks.call("on_outcome", message, outcome)
             return outcome
@@ -252,12 +256,13 @@ class Pipeline:
     def _decode_body(self, record: Mapping[str, Any]) -> TaskMessage:
         return RecordBodies(self.settings).decode(record, self.app.conf.accept_content)
 
-    def _resolve(self, message: TaskMessage, record: Mapping[str, Any]) -> None:
+    def _resolve(self, message: TaskMessage, record: Mapping[str, Any], context: Any) -> None:
         try:
             self.runner.task(message)
         except UnknownTaskError as exc:
             metrics.add_metric(name=METRIC_UNKNOWN_TASK, unit=MetricUnit.Count, value=1)
             logger.error("task is not registered in the app", task_name=message.task_name)
+            tell_unregistered(self.app, message, record, self.runner.hostname, _owner(context))
             self.hooks.call("on_decode_error", record, exc)
             raise
 

@@ -5,11 +5,13 @@ Settings resolved once from the environment (:mod:`~infra.core.settings`), the o
 factory of AWS clients (:mod:`~infra.core.aws`), the metric and log vocabulary
 (:mod:`~infra.core.observability`), SQS queue identities (:mod:`~infra.core.queues`: FIFO or
 not), user record hooks (:mod:`~infra.core.hooks`), the Celery
-settings every served app gets (:mod:`~infra.core.config`) and the loader of the served app
-(:mod:`~infra.core.apps`).
+settings every served app gets (:mod:`~infra.core.config`), the loader of the served app
+(:mod:`~infra.core.apps`) and OpenTelemetry tracing when its extra is installed
+(:mod:`~infra.core.tracing`, which loads :mod:`~infra.core.otel`).
 
-May import: the standard library, celery, kombu, boto3/botocore, Powertools, pydantic -- and no
-other part of ``infra``.
+May import: the standard library, celery, kombu, boto3/botocore, Powertools, pydantic,
+opentelemetry (``otel`` only, and only :mod:`~infra.core.tracing` imports that) -- and no other
+part of ``infra``.
 """
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "hooks",
     "limits",
     "observability",
+    "otel",
     "queues",
     "settings",
+    "tracing",
 ]

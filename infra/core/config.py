@@ -1,7 +1,7 @@
 """Celery settings derived from :class:`infra.core.settings.Settings`, shared by every app we serve.
 
-``tasks/celeryconfig.py`` uses these; so does the local tooling when it re-points an app at a
-freshly deployed emulator.
+:func:`infra.configure` applies them to an app; ``tasks/celeryconfig.py`` and the local tooling
+(when it re-points an app at a freshly deployed emulator) use them too.
 """
 
 from __future__ import annotations
@@ -10,10 +10,20 @@ from typing import Any
 
 from infra.core.settings import Settings
 
-__all__ = ["QUEUE_VISIBILITY_TIMEOUT", "transport_options"]
+__all__ = [
+    "CLAIMING_TASK",
+    "QUEUE_VISIBILITY_TIMEOUT",
+    "RESULT_BACKEND",
+    "app_settings",
+    "transport_options",
+]
 
-QUEUE_VISIBILITY_TIMEOUT = 720
-"""The template's queue VisibilityTimeout: 6 x the function timeout of 120 s."""
+QUEUE_VISIBILITY_TIMEOUT = 750
+"""The template's queue VisibilityTimeout: 6 x the 120 s function timeout + 30 s of window."""
+RESULT_BACKEND = "infra.store.results:DynamoDBBackend"
+"""Celery's DynamoDB item format in the template's table, without runtime provisioning."""
+CLAIMING_TASK = "infra.worker.task:ClaimingTask"
+"""The task base with which a ``celery worker`` claims each task id as the Lambda path does."""
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -29,6 +39,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "offload_threshold": settings.offload_threshold,
         "max_payload_bytes": settings.max_payload_bytes,
         "fifo_group": settings.fifo_group,
+        "tenant_header": settings.tenant_header,
         "batch_publish": settings.batch_publish,
     }
     if settings.queue_urls:
@@ -37,3 +48,18 @@ def transport_options(settings: Settings) -> dict[str, Any]:
             name: {"url": url} for name, url in settings.queue_urls.items()
         }
     return options
+
+
+def app_settings(settings: Settings) -> dict[str, Any]:
+    """The broker-independent Celery settings a served app gets from the environment."""
+    return {
+        "result_backend": RESULT_BACKEND,
+        # A worker that dies mid-task leaves the message to come back instead of losing it, and a
+        # claim held elsewhere hands the message back (Reject with requeue), which needs late acks.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Celery 5.3+ warns at every worker start unless this is said explicitly.
+        "broker_connection_retry_on_startup": True,
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child or None,
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child or None,
+    }

@@ -234,11 +234,19 @@ class TaskMetrics:
     def add(
         self, task_name: str, queue: str | None, name: str, unit: MetricUnit, value: float
     ) -> None:
-        """Note one value of metric ``name`` for ``task_name`` on ``queue``."""
+        """Note one value of metric ``name`` for ``task_name`` on ``queue``.
+
+        Log bytes are billed per task: a count is kept as one running sum per line (CloudWatch's
+        Sum, the statistic counts are read by, is the same; only SampleCount differs), and
+        durations and sizes are written to 0.1 ms and whole bytes, not as Python's repr of a float.
+        """
         key = (task_name, queue or "unknown")
         with self._lock:
             _, values = self._values.setdefault(key, {}).setdefault(name, (unit, []))
-            values.append(value)
+            if unit == MetricUnit.Count and values:
+                values[0] += value
+            else:
+                values.append(round(value) if unit == MetricUnit.Bytes else round(value, 1))
             self._fullest = max(self._fullest, len(values))
             if self._since is None:
                 self._since = self._clock()

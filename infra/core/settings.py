@@ -132,6 +132,9 @@ class Settings:
     """A message body larger than this is refused at publish."""
     fifo_group: str = DEFAULT_FIFO_GROUP
     """``MessageGroupId`` for FIFO messages whose publisher names none."""
+    tenant_header: str | None = None
+    """On standard queues, the message header whose value is sent as the ``MessageGroupId``
+    (SQS fair queues); None sends no group id unless ``apply_async`` names one."""
     batch_publish: bool = True
     """Publish a group's tasks with SendMessageBatch."""
     result_flush_ms: int = DEFAULT_RESULT_FLUSH_MS
@@ -181,6 +184,7 @@ class Settings:
                 high=S3_MAX_PUT_BYTES,
             ),
             fifo_group=env.get("CELERY_LAMBDA_FIFO_GROUP") or DEFAULT_FIFO_GROUP,
+            tenant_header=(env.get("CELERY_LAMBDA_TENANT_HEADER") or "").strip() or None,
             batch_publish=_flag(env.get("CELERY_LAMBDA_BATCH_PUBLISH"), default=True),
             worker_max_tasks_per_child=_size(
                 "CELERY_WORKER_MAX_TASKS_PER_CHILD",

@@ -8,6 +8,10 @@ tested apart from the network. These builders make the same request kombu would 
   a task before it is due and none holds one in memory past its visibility timeout (celery#3270);
 - FIFO: ``MessageGroupId`` from the publish options or a configured default, and a deduplication
   id of task id + retry count, so a retry is never dropped as a duplicate of its first attempt;
+- standard queues (SQS fair queues): ``MessageGroupId`` from the publish options or from the
+  configured tenant header, so SQS keeps one busy tenant from delaying the others' messages;
+  a group id SQS would refuse is a :class:`PublishError` naming the task, never rewritten (two
+  tenants rewritten to one id would share their fairness);
 - the size of the request as SQS counts it, to decide about offloading and to pack batches.
 
 :mod:`infra.producer.transport` sends what these return.
@@ -16,6 +20,7 @@ tested apart from the network. These builders make the same request kombu would 
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -35,10 +40,13 @@ from infra.wire.offload import Pointer, size_attribute
 from infra.wire.timing import delay_for, zoned_time
 
 __all__ = [
+    "MESSAGE_GROUP_ID_PATTERN",
     "PublishOptions",
     "batches",
     "deduplication_id",
+    "label",
     "message_delay",
+    "message_group_id",
     "offloaded",
     "request_size",
     "send_request",
@@ -55,6 +63,19 @@ class PublishOptions:
     fifo_group: str = "default"
     base64: bool = True
     """kombu's ``sqs_base64_encoding`` (on by default): the envelope is base64 in the SQS body."""
+    tenant_header: str | None = None
+    """On standard queues, the message header whose value becomes the ``MessageGroupId``."""
+
+
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html
+MESSAGE_GROUP_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")
+"""A ``MessageGroupId`` SQS accepts: 1 to 128 letters, digits and ASCII punctuation."""
+
+
+def label(message: Mapping[str, Any]) -> str:
+    """How an error names a kombu message: ``task[id]``."""
+    headers = message.get("headers") or {}
+    return f"{headers.get('task', 'message')}[{headers.get('id', '?')}]"
 
 
 def _explicit_delay(properties: Mapping[str, Any]) -> int | None:
@@ -96,6 +117,45 @@ def deduplication_id(message: Mapping[str, Any]) -> str:
     return f"{task_id}-{int(headers.get('retries') or 0)}"
 
 
+def _checked_group(value: Any, source: str, message: Mapping[str, Any]) -> str:
+    """``value`` as a ``MessageGroupId``.
+
+    Raises:
+        PublishError: SQS would refuse it (empty, over 128 characters, a space or non-ASCII).
+    """
+    group = str(value)
+    if MESSAGE_GROUP_ID_PATTERN.fullmatch(group) is None:
+        raise PublishError(
+            f"{label(message)}: {source} {group[:140]!r} is not a valid SQS MessageGroupId "
+            "(1 to 128 letters, digits or ASCII punctuation, no spaces); map the tenant to such "
+            "an id before publishing"
+        )
+    return group
+
+
+def message_group_id(queue: str, message: Mapping[str, Any], options: PublishOptions) -> str | None:
+    """The ``MessageGroupId`` of ``message`` on ``queue``; None to send it without one.
+
+    ``apply_async(MessageGroupId=…)`` wins. Otherwise a FIFO queue gets the configured default
+    group (it needs one) and a standard queue the tenant header's value, when one is configured
+    and the message carries it.
+
+    Raises:
+        PublishError: the id SQS would get is not one it accepts.
+    """
+    given = (message.get("properties") or {}).get("MessageGroupId")
+    if given not in (None, ""):
+        return _checked_group(given, "MessageGroupId", message)
+    if is_fifo_queue(queue):
+        return options.fifo_group
+    if not options.tenant_header:
+        return None
+    tenant = (message.get("headers") or {}).get(options.tenant_header)
+    if tenant in (None, ""):
+        return None
+    return _checked_group(tenant, f"tenant header {options.tenant_header!r}", message)
+
+
 def send_request(
     queue: str,
     queue_url: str,
@@ -111,17 +171,20 @@ def send_request(
     as SQS attributes instead of inside the body. ``trace_header`` (the X-Ray header of the
     publishing invocation) becomes the ``AWSTraceHeader`` system attribute, which links the
     consumer's trace to the producer's.
+
+    Raises:
+        PublishError: the message's ``MessageGroupId`` would be refused by SQS.
     """
     properties = message.setdefault("properties", {})
     request: dict[str, Any] = {"QueueUrl": queue_url}
     attributes = properties.pop("message_attributes", None)
     if attributes:
         request["MessageAttributes"] = attributes
-    if properties.get("MessageGroupId"):
-        request["MessageGroupId"] = str(properties["MessageGroupId"])
+    group = message_group_id(queue, message, options)
+    if group is not None:
+        request["MessageGroupId"] = group
     if is_fifo_queue(queue):
         # FIFO queues take no per-message delay: the consumer holds a not-yet-due message.
-        request.setdefault("MessageGroupId", options.fifo_group)
         request["MessageDeduplicationId"] = deduplication_id(message)
     else:
         delay = message_delay(message, now)

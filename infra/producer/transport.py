@@ -5,9 +5,9 @@ broker URL stays ``sqs://`` and a stock client still reads everything it sends. 
 transport it changes four things:
 
 - **publish** (``_put``): the request comes from :func:`infra.producer.publish.send_request`
-  (native delay, FIFO ids), bodies over the threshold go to S3 behind an extended-client pointer,
-  and inside
-  :func:`batched` requests are collected and sent with SendMessageBatch;
+  (native delay, FIFO ids, a tenant's ``MessageGroupId`` on standard queues), bodies over the
+  threshold go to S3 behind an extended-client pointer, and inside :func:`batched` requests are
+  collected and sent with SendMessageBatch;
 - **unknown queues**: with predefined queues, a queue the configuration does not name is a clear
   :class:`~infra.core.errors.UnknownQueueError` naming it and the known ones;
 - **receive**: a pointer body is replaced by its S3 object before kombu parses it; one that cannot
@@ -54,6 +54,7 @@ from infra.producer.batch import PublishBatch, forget
 from infra.producer.publish import (
     PublishOptions,
     check_size,
+    label,
     offloaded,
     send_request,
 )
@@ -93,11 +94,6 @@ def delete_batch(queue_url: str, receipt_handles: Sequence[str]) -> dict[str, An
     }
 
 
-def _label(message: dict[str, Any]) -> str:
-    headers = message.get("headers") or {}
-    return f"{headers.get('task', 'message')}[{headers.get('id', '?')}]"
-
-
 class Channel(SQS.Channel):
     """kombu's SQS channel with our publish, receive and ack additions."""
 
@@ -119,6 +115,7 @@ class Channel(SQS.Channel):
             max_payload_bytes=int(options.get("max_payload_bytes") or DEFAULT_MAX_PAYLOAD_BYTES),
             fifo_group=str(options.get("fifo_group") or DEFAULT_FIFO_GROUP),
             base64=bool(self.sqs_base64_encoding),
+            tenant_header=str(options.get("tenant_header") or "") or None,
         )
 
     @property
@@ -153,7 +150,7 @@ class Channel(SQS.Channel):
         if message.get("redelivered"):
             super()._put(queue, message, **kwargs)  # kombu's restore: a visibility change
             return
-        label = _label(message)
+        named = label(message)
         options = self.publish_options
         request = send_request(
             queue,
@@ -165,12 +162,12 @@ class Channel(SQS.Channel):
             trace_header=os.environ.get("_X_AMZN_TRACE_ID"),
         )
         pointer = None
-        if check_size(request, options, label):
+        if check_size(request, options, named):
             task_id = (message.get("headers") or {}).get("id")
             pointer = self.payloads().put(task_id, request["MessageBody"])
             request = offloaded(request, pointer)
         if self._batch is not None:
-            self._batch.add(label, request, pointer)
+            self._batch.add(named, request, pointer)
             return
         try:
             self.sqs(queue=self.canonical_queue_name(queue)).send_message(**request)

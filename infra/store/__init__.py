@@ -3,8 +3,9 @@
 The item layout (:mod:`~infra.store.items`), the result backend (:mod:`~infra.store.results`)
 and its requests (:mod:`~infra.store.result_requests`), a batch's outcomes written together
 (:mod:`~infra.store.result_batch`), claims and revocation markers (:mod:`~infra.store.claims`,
-:mod:`~infra.store.claim_requests`, :mod:`~infra.store.revoke`) and the rate-limit turns
-(:mod:`~infra.store.ratelimit`).
+:mod:`~infra.store.claim_requests`, :mod:`~infra.store.revoke`), the rate-limit turns
+(:mod:`~infra.store.ratelimit`) and the state of a task its consumer does not register
+(:mod:`~infra.store.unregistered`).
 
 May import: :mod:`infra.core`, :mod:`infra.wire`.
 """
@@ -18,4 +19,5 @@ __all__ = [
     "result_requests",
     "results",
     "revoke",
+    "unregistered",
 ]

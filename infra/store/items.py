@@ -7,11 +7,12 @@ Item layout (partition key ``id``)::
 
     id           S   "b'celery-task-meta-<task id>'"   Celery's key, kept literally (stock readers)
     result       B   Celery-encoded meta                 what a stock Celery client decodes
-    timestamp    N   epoch seconds of the write          (stock attribute; sort key of the indexes)
+    timestamp    N   epoch seconds of the write          (stock; sort key of by-status/task/time)
     ttl          N   epoch seconds of expiry             (stock attribute; table TTL)
-    kind         S   "task" | "revocation"               partition key of the by-time index
+    kind         S   "task" | "revocation"               partition key of by-time and by-id
     status       S   Celery state                        partition key of the by-status index
-    task_id, task_name, queue, root_id, parent_id, group_id, worker   S
+    task_id      S   Celery's task id                    sort key of the by-id index
+    task_name, queue, root_id, parent_id, group_id, worker   S
     consumer     S   who ran it: "lambda:<request id>" or the worker's hostname
     retries      N
     date_done    S   ISO 8601, ready states only
@@ -38,11 +39,13 @@ from celery import states
 __all__ = [
     "CLAIMED_BY_CONSUMER",
     "CONSUMER_REQUEST_KEY",
+    "INDEX_BY_ID",
     "INDEX_BY_STATUS",
     "INDEX_BY_TASK",
     "INDEX_BY_TIME",
     "KIND_REVOCATION",
     "KIND_TASK",
+    "NOT_REGISTERED",
     "RESULT_BATCH_KEY",
     "TERMINAL_STATES",
     "beat_key",
@@ -52,6 +55,11 @@ __all__ = [
 
 TERMINAL_STATES: Final = frozenset({states.SUCCESS, states.FAILURE, states.REVOKED})
 """States a later write never replaces (a late STARTED/RETRY/PROGRESS is dropped)."""
+
+NOT_REGISTERED: Final = "NOT_REGISTERED"
+"""A custom Celery state: the consumer that received the task does not register its name
+(:mod:`infra.store.unregistered`). Not terminal and not ready: a claim takes it, so the message
+redriven after a deploy that registers the task runs and overwrites it."""
 
 CLAIMED_BY_CONSUMER: Final = "celery_lambda_claimed"
 """Request key set by the Lambda path, which claimed the task itself: ClaimingTask skips its
@@ -74,6 +82,9 @@ INDEX_BY_TASK: Final = "by-task"
 """GSI: partition ``task_name``, sort ``timestamp``: one task's runs, newest first."""
 INDEX_BY_TIME: Final = "by-time"
 """GSI: partition ``kind``, sort ``timestamp``: everything, newest first."""
+INDEX_BY_ID: Final = "by-id"
+"""GSI: partition ``kind``, sort ``task_id``, keys only: a task by the first characters of its id
+(``begins_with`` works on a sort key only), without a Scan."""
 
 
 def task_key(task_id: str) -> str:

@@ -18,7 +18,13 @@ from celery import states
 
 from infra.core.errors import StoreError, store_errors
 from infra.core.limits import DYNAMODB_MAX_BATCH_GET_ITEMS
-from infra.store.items import CONSUMER_REQUEST_KEY, KIND_TASK, TERMINAL_STATES, task_key
+from infra.store.items import (
+    CONSUMER_REQUEST_KEY,
+    KIND_TASK,
+    NOT_REGISTERED,
+    TERMINAL_STATES,
+    task_key,
+)
 
 __all__ = [
     "POINTER_KEY",
@@ -39,6 +45,7 @@ RELEASING_STATES: Final = TERMINAL_STATES | {states.RETRY}
 """States that end an attempt: the claim is released so that a retry can be claimed at once."""
 CLAIM_ATTRIBUTES: Final = ("claim_owner", "lease_until")
 _NOT_TERMINAL: Final = "attribute_not_exists(#status) OR NOT #status IN ({})"
+_NO_LIVE_CLAIM: Final = "(attribute_not_exists(lease_until) OR lease_until < :timestamp)"
 _BATCH_GET_ATTEMPTS: Final = 8
 
 AttributeValue = dict[str, Any]
@@ -123,6 +130,8 @@ def update_request(table: str, write: ResultWrite) -> dict[str, Any]:
         terminal = {f":terminal{i}": {"S": s} for i, s in enumerate(sorted(protected))}
         request["ConditionExpression"] = _NOT_TERMINAL.format(", ".join(terminal))
         request["ExpressionAttributeValues"].update(terminal)
+    if write.state == NOT_REGISTERED:  # never over a task that runs elsewhere
+        request["ConditionExpression"] = f"({request['ConditionExpression']}) AND {_NO_LIVE_CLAIM}"
     return request
 
 
@@ -148,8 +157,11 @@ def _protected_from(state: str) -> frozenset[str]:
 
     Non-terminal writes never replace a terminal state. REVOKED never replaces a finished
     SUCCESS/FAILURE either (an expired copy redelivered after the task ran must not rewrite
-    history); SUCCESS and FAILURE are written as the task ended.
+    history); SUCCESS and FAILURE are written as the task ended. NOT_REGISTERED is written once
+    (:mod:`infra.store.unregistered`): never over itself.
     """
+    if state == NOT_REGISTERED:
+        return TERMINAL_STATES | {NOT_REGISTERED}
     if state not in TERMINAL_STATES:
         return TERMINAL_STATES
     if state == states.REVOKED:

@@ -27,12 +27,15 @@ What differs from the stock backend, and why:
 - an encoded meta too large for an item goes to the results bucket; the item's ``result`` then
   holds a small meta with the same status whose value is a pointer (what a stock reader sees),
   which this backend follows transparently;
+- a task its consumer does not register is NOT_REGISTERED, not Celery's terminal
+  ``FAILURE(NotRegistered)`` (:mod:`infra.store.unregistered`); a ``get()`` timing out says why;
 - AWS errors surface as :class:`infra.core.errors.StoreError`.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,13 +43,15 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery.backends.dynamodb import DynamoDBBackend as _StockDynamoDBBackend
+from celery.exceptions import NotRegistered
+from celery.exceptions import TimeoutError as WaitTimeout
 from celery.result import ResultSet
 
 from infra.core import aws
 from infra.core.errors import ConfigurationError, StoreError, is_condition_failure, store_errors
 from infra.core.limits import DYNAMODB_MAX_ITEM_BYTES
 from infra.core.settings import Settings
-from infra.store.items import RESULT_BATCH_KEY, task_key
+from infra.store.items import NOT_REGISTERED, RESULT_BATCH_KEY, task_key
 from infra.store.result_batch import ResultBatch
 from infra.store.result_requests import (
     POINTER_KEY,
@@ -57,6 +62,7 @@ from infra.store.result_requests import (
     queryable_attributes,
     update_request,
 )
+from infra.store.unregistered import recordable_id, unregistered_info, unregistered_write
 
 __all__ = ["LARGE_RESULT_BYTES", "LARGE_RESULT_PREFIX", "DynamoDBBackend"]
 
@@ -154,12 +160,43 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         good and its record would be acked. Re-raising makes it a consumer failure instead: the
         record goes back to SQS and the outcome is recorded when the store works again.
 
+        A worker's ``NotRegistered`` (the only way it records an unknown task) is recorded
+        NOT_REGISTERED instead (:meth:`mark_as_unregistered`).
+
         Raises:
             StoreError: ``exc`` itself, when it is one.
         """
         if isinstance(exc, StoreError):
             raise exc
+        if isinstance(exc, NotRegistered):
+            name = str(exc.args[0]) if exc.args else ""
+            where = f"worker@{socket.gethostname()}"
+            return self.mark_as_unregistered(task_id, name, where, kwargs.get("request"))
         return super().mark_as_failure(task_id, exc, *args, **kwargs)
+
+    def mark_as_unregistered(
+        self, task_id: str, task_name: str, where: str, request: Any = None
+    ) -> None:
+        """Record that the consumer ``where`` does not register ``task_name``: NOT_REGISTERED,
+        written once and never over a terminal state or a live claim
+        (:mod:`infra.store.unregistered`); an id no key can hold is only logged.
+
+        Raises:
+            StoreError: DynamoDB refused the write (other than its condition) or was unreachable.
+        """
+        if not recordable_id(task_id):
+            log.warning("NOT_REGISTERED not recorded: unusable task id %r", task_id[:80])
+            return
+        queue = (getattr(request, "delivery_info", None) or {}).get("routing_key")
+        meta = self._get_result_meta(
+            result=unregistered_info(task_name, where, queue),
+            state=NOT_REGISTERED,
+            traceback=None,
+            request=request,
+        )
+        meta["task_id"] = task_id
+        ttl, payload = self.time_to_live_seconds, _bytes(self.encode(meta))
+        self.write(unregistered_write(meta, payload, self.clock(), request, ttl))
 
     def _store_result(
         self,
@@ -271,6 +308,22 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         return count
 
     # -------------------------------------------------------------- reads
+
+    def wait_for(self, task_id: str, timeout: float | None = None, **options: Any) -> Any:
+        """Celery's wait, whose timeout on a NOT_REGISTERED task says why the task never ran
+        (not at once: a redrive after a deploy still runs it).
+
+        Raises:
+            celery.exceptions.TimeoutError: not ready within ``timeout``.
+        """
+        try:
+            return super().wait_for(task_id, timeout=timeout, **options)
+        except WaitTimeout as exc:
+            meta = self.get_task_meta(task_id)
+            result = meta.get("result")
+            if meta.get("status") != NOT_REGISTERED or not isinstance(result, Mapping):
+                raise
+            raise WaitTimeout(f"{exc} {result.get('exc_message')}") from exc
 
     def get(self, key: str | bytes) -> bytes | None:
         """The ``result`` of an item; None when the item or its result does not exist."""

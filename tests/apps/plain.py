@@ -63,7 +63,7 @@ app = Celery("plain", set_as_current=False)
 app.config_from_object("tasks.celeryconfig")
 configure(app)
 if not os.environ.get(STOCK_TRANSPORT_VARIABLE):
-    infra.configure(app)
+    infra.configure(app, claims=False)  # Celery's plain task base, as above
 
 
 def _order_key(key: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from devtools.cloud.deploy import Deployment
 from devtools.cloud.session import point_app_at
 from infra.core import aws
 from tests.apps import probe
-from tests.sqs_helpers import queue_with_dlq
+from tests.sqs_helpers import predefine, queue_with_dlq
 
 __all__ = ["probe_queue"]
 
@@ -24,12 +24,7 @@ def probe_queue(
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     queue = queue_with_dlq(name, attributes={"VisibilityTimeout": "60"})
     point_app_at(probe.app, cloud)
-    options = dict(probe.app.conf.broker_transport_options)
-    options["predefined_queues"] = {
-        **options.get("predefined_queues", {}),
-        name: {"url": queue.url},
-    }
-    probe.app.conf.broker_transport_options = options
+    predefine(probe.app, {name: queue.url})
     probe.app.conf.task_default_queue = name
     try:
         yield name, {**cloud_env, "CELERY_QUEUE_URLS": json.dumps({name: queue.url})}

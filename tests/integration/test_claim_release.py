@@ -21,7 +21,7 @@ from devtools.cloud.session import point_app_at
 from infra.core import aws
 from tests.apps import probe
 from tests.invoke import invoke
-from tests.sqs_helpers import queue_with_dlq, receive
+from tests.sqs_helpers import predefine, queue_with_dlq, receive
 from tests.workers import celery_worker, outcome_lines
 
 pytestmark = pytest.mark.integration
@@ -44,10 +44,7 @@ def queues(cloud: Deployment, monkeypatch: pytest.MonkeyPatch) -> Iterator[Queue
     worker, lambda_ = (queue_with_dlq(n, attributes={"VisibilityTimeout": "60"}) for n in names)
     urls = dict(zip(names, (worker.url, lambda_.url), strict=True))
     point_app_at(probe.app, cloud)
-    options = dict(probe.app.conf.broker_transport_options)
-    predefined = {name: {"url": url} for name, url in urls.items()}
-    options["predefined_queues"] = {**options.get("predefined_queues", {}), **predefined}
-    probe.app.conf.broker_transport_options = options
+    predefine(probe.app, urls)
     monkeypatch.setenv("CELERY_APP", "tests.apps.probe:app")
     monkeypatch.setenv("CELERY_QUEUE_URLS", json.dumps(urls))
     source = dataclasses.replace(celery_source, queue_url=lambda_.url, queue_arn=lambda_.arn)

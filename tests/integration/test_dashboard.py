@@ -550,6 +550,14 @@ def test_script_in_an_argument_is_shown_as_text(
     assert tab.dialogs == []  # no alert() ran
 
 
+def test_the_start_of_an_id_opens_its_task_page(
+    tab: Tab, dashboard: Served, workload: Workload
+) -> None:
+    tab.goto(dashboard.url(f"/tasks/{workload.failed[:8]}"))  # as the tables show it
+    assert tab.page.url.endswith(f"/tasks/{workload.failed}")
+    assert tab.page.locator("#state").inner_text() == states.FAILURE
+
+
 def test_unknown_task_is_404(tab: Tab, dashboard: Served) -> None:
     response = tab.goto(dashboard.url("/tasks/no-such-task"))
     assert response.status == 404

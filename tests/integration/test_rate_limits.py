@@ -26,7 +26,7 @@ from infra.core import aws
 from infra.core.settings import Settings
 from infra.store.ratelimit import rate_key
 from tests.apps import probe
-from tests.sqs_helpers import counts, queue_with_dlq
+from tests.sqs_helpers import counts, predefine, queue_with_dlq
 from tests.workers import celery_worker, outcome_lines
 
 RATE = 20
@@ -52,12 +52,7 @@ def source(cloud: Deployment, monkeypatch: pytest.MonkeyPatch) -> Iterator[Event
     name = f"paced-{uuid.uuid4().hex[:8]}"
     queue = queue_with_dlq(name, attributes={"VisibilityTimeout": "60"})
     point_app_at(probe.app, cloud)
-    options = dict(probe.app.conf.broker_transport_options)
-    options["predefined_queues"] = {
-        **options.get("predefined_queues", {}),
-        name: {"url": queue.url},
-    }
-    probe.app.conf.broker_transport_options = options
+    predefine(probe.app, {name: queue.url})
     probe.app.conf.task_default_queue = name
     monkeypatch.setenv("CELERY_APP", "tests.apps.probe:app")
     monkeypatch.setenv("CELERY_QUEUE_URLS", json.dumps({name: queue.url}))

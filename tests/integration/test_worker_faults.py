@@ -19,7 +19,7 @@ from devtools.cloud.session import point_app_at
 from devtools.soak.proxy import FaultPlan, FaultProxy
 from infra.core import aws
 from tests.apps import probe
-from tests.sqs_helpers import TestQueue, queue_with_dlq
+from tests.sqs_helpers import TestQueue, predefine, queue_with_dlq
 from tests.workers import celery_worker, outcome_lines
 
 pytestmark = pytest.mark.integration
@@ -32,12 +32,7 @@ def queue(cloud: Deployment, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
     name = f"faults-{uuid.uuid4().hex[:8]}"
     created = queue_with_dlq(name, attributes={"VisibilityTimeout": "10"})
     point_app_at(probe.app, cloud)
-    options = dict(probe.app.conf.broker_transport_options)
-    options["predefined_queues"] = {
-        **options.get("predefined_queues", {}),
-        name: {"url": created.url},
-    }
-    probe.app.conf.broker_transport_options = options
+    predefine(probe.app, {name: created.url})
     monkeypatch.setenv("CELERY_QUEUE_URLS", json.dumps({name: created.url}))
     yield name, created
     for url in (created.url, created.dlq_url):

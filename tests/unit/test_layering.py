@@ -372,7 +372,7 @@ def test_the_scan_finds_cycles_and_the_real_graph() -> None:
     assert cycles(graph) == [["a", "b", "c"]]
     assert a_cycle_through(["a", "b", "c"], graph) == ["a", "b", "c", "a"]
     real = import_graph(modules())
-    assert {"infra.consumer.runtime", "infra.core.observability"} <= real["handlers.sqs"]
+    assert {"infra.consumer.runtime", "infra.core.observability"} <= real["infra.consumer.handler"]
     assert "infra.install" in real["infra"]  # a function-level import
     assert not any(t.startswith("celery") for t in real["infra"])  # only project modules
 

@@ -31,6 +31,7 @@ from infra.core.observability import (
     METRIC_RECORDS,
 )
 from infra.core.settings import Settings
+from infra.store.items import NOT_REGISTERED
 from tests.apps import probe
 from tests.functional.consumer.support import (
     Queues,
@@ -79,7 +80,7 @@ def test_partial_batch_reports_exactly_the_bad_records(
     assert probe.calls(good) == 1
     assert probe.calls(pickled) == 0
     assert stored(pickled_id).state == states.PENDING
-    assert stored(unknown_id).state == states.PENDING
+    assert stored(unknown_id).state == NOT_REGISTERED  # the id says why (test_handler_unknown)
     assert counts(url) == (0, 4, 0)  # the bad ones come back after the visibility timeout
 
 

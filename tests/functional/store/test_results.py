@@ -19,7 +19,14 @@ from celery.result import AsyncResult
 from devtools.cloud.deploy import Deployment
 from infra.core import aws
 from infra.core.errors import StoreError
-from infra.store.items import INDEX_BY_STATUS, INDEX_BY_TASK, INDEX_BY_TIME, KIND_TASK, task_key
+from infra.store.items import (
+    INDEX_BY_ID,
+    INDEX_BY_STATUS,
+    INDEX_BY_TASK,
+    INDEX_BY_TIME,
+    KIND_TASK,
+    task_key,
+)
 from infra.store.results import DynamoDBBackend
 from tasks import app
 from tests.functional.store.support import (
@@ -44,6 +51,7 @@ def test_the_deployed_table_has_the_template_indexes(cloud: Deployment) -> None:
         INDEX_BY_STATUS: ["status", "timestamp"],
         INDEX_BY_TASK: ["task_name", "timestamp"],
         INDEX_BY_TIME: ["kind", "timestamp"],
+        INDEX_BY_ID: ["kind", "task_id"],
     }
 
 

@@ -13,6 +13,7 @@ from celery import chain, chord, group
 from celery.result import AsyncResult, GroupResult
 
 from infra.core import aws
+from infra.store.items import NOT_REGISTERED
 from tests.apps import scenarios as sc
 from tests.integration.differential.sides import Outcome, Published, Side, outcome, without_stored
 
@@ -193,7 +194,9 @@ def publish_unknown() -> Published:
         return side.poison(result.id)
 
     def done(side: Side) -> bool:
-        return result.ready() if side.is_worker else disposal(side)["dead_lettered"]
+        if side.is_worker:
+            return bool(result.state == NOT_REGISTERED)
+        return bool(disposal(side)["dead_lettered"])
 
     return Published(done, lambda side: {**without_stored(outcome(result, {})), **disposal(side)})
 

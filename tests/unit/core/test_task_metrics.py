@@ -11,6 +11,7 @@ import pytest
 from infra.core.observability import (
     MAX_VALUES,
     METRIC_DURATION,
+    METRIC_PAYLOAD_SIZE,
     METRIC_RECEIVED,
     MetricUnit,
     TaskMetrics,
@@ -37,6 +38,11 @@ def _written(metrics: TaskMetrics, max_age: float | None = None) -> list[dict[st
 def _received(metrics: TaskMetrics, count: int, task: str = "t.a", queue: str = "q") -> None:
     for _ in range(count):
         metrics.add(task, queue, METRIC_RECEIVED, MetricUnit.Count, 1)
+
+
+def _durations(metrics: TaskMetrics, count: int, task: str = "t.a", queue: str = "q") -> None:
+    for i in range(count):
+        metrics.add(task, queue, METRIC_DURATION, MetricUnit.Milliseconds, i)
 
 
 def test_one_line_per_task_and_queue_with_its_values_in_order() -> None:
@@ -66,25 +72,26 @@ def test_over_max_values_a_pair_takes_more_lines_and_powertools_prints_none(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     metrics = TaskMetrics()
-    _received(metrics, MAX_VALUES + 51)
-    metrics.add("t.a", "q", METRIC_DURATION, MetricUnit.Milliseconds, 3)
+    _durations(metrics, MAX_VALUES + 51)
+    _received(metrics, 3)
 
     first, second = _written(metrics)
 
-    assert len(first[METRIC_RECEIVED]) == MAX_VALUES and first[METRIC_DURATION] == [3.0]
-    assert len(second[METRIC_RECEIVED]) == 51 and METRIC_DURATION not in second
+    assert len(first[METRIC_DURATION]) == MAX_VALUES and first[METRIC_RECEIVED] == [3.0]
+    assert len(second[METRIC_DURATION]) == 51 and METRIC_RECEIVED not in second
     assert capsys.readouterr().out == ""
 
 
 def test_due_when_a_metric_holds_max_values() -> None:
     metrics = TaskMetrics(Clock())
-    _received(metrics, MAX_VALUES - 1)
-    _received(metrics, MAX_VALUES - 1, task="t.b")
+    _durations(metrics, MAX_VALUES - 1)
+    _durations(metrics, MAX_VALUES - 1, task="t.b")
+    _received(metrics, 10 * MAX_VALUES)  # one running sum: never makes a line due
     assert _written(metrics, max_age=60) == []
 
-    _received(metrics, 1)
+    _durations(metrics, 1)
 
-    assert [len(line[METRIC_RECEIVED]) for line in _written(metrics, max_age=60)] == [
+    assert [len(line[METRIC_DURATION]) for line in _written(metrics, max_age=60)] == [
         MAX_VALUES,
         MAX_VALUES - 1,
     ]
@@ -103,7 +110,7 @@ def test_due_when_the_oldest_value_is_max_age_old() -> None:
     clock.now += 0.1
 
     [line] = _written(metrics, max_age=1)
-    assert line[METRIC_RECEIVED] == [1.0, 1.0]
+    assert line[METRIC_RECEIVED] == [2.0]
     clock.now += 5
     assert _written(metrics, max_age=1) == []  # nothing held: nothing is old
 
@@ -125,5 +132,19 @@ def test_threads_adding_and_flushing_together_lose_and_repeat_no_value() -> None
     metrics.flush(lines.append)
 
     values = [json.loads(line)[METRIC_RECEIVED] for line in lines]
-    assert sum(len(v) for v in values) == 16_000
-    assert max(len(v) for v in values) <= MAX_VALUES
+    assert sum(sum(v) for v in values) == 16_000
+    assert max(len(v) for v in values) == 1
+
+
+def test_counts_are_one_sum_and_durations_and_sizes_are_short() -> None:
+    """Log bytes are billed per task: ten tasks of a batch write one count, not ten 1.0s."""
+    metrics = TaskMetrics()
+    _received(metrics, 10)
+    metrics.add("t.a", "q", METRIC_DURATION, MetricUnit.Milliseconds, 19.575787999997374)
+    metrics.add("t.a", "q", METRIC_PAYLOAD_SIZE, MetricUnit.Bytes, 1372.0)
+
+    [line] = _written(metrics)
+
+    assert line[METRIC_RECEIVED] == [10.0]
+    assert line[METRIC_DURATION] == [19.6]
+    assert line[METRIC_PAYLOAD_SIZE] == [1372]

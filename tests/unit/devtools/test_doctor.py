@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from click.testing import CliRunner
 
 from devtools.checks.doctor import Finding, diagnose
 from devtools.cloud.template import load_template, translate
@@ -48,7 +47,7 @@ def test_visibility_below_six_timeouts(translated: dict[str, Any]) -> None:
         r["LowPriorityQueue"]["Properties"]["VisibilityTimeout"] = 300
 
     [finding] = broken(translated, shorten)
-    assert finding.where == "LowPriorityQueue" and "720" in finding.fix
+    assert finding.where == "LowPriorityQueue" and "721" in finding.fix  # 6 x 120 s + 1 s
 
 
 def test_routed_queue_without_a_consumer(translated: dict[str, Any]) -> None:
@@ -182,16 +181,3 @@ def test_worker_queues_are_read_from_every_form_of_the_option() -> None:
     }
     assert _queues_option(["--queues", {"Ref": "Queues"}]) == set()
     assert _queues_option(["-Q"]) == set()
-
-
-def test_the_command_exits_non_zero_on_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    from devtools.checks import doctor
-    from devtools.cli import lambda_
-
-    monkeypatch.setattr(
-        doctor, "diagnose", lambda template, app: [Finding("error", "here", "bad", "fix it")]
-    )
-    result = CliRunner().invoke(lambda_, ["doctor"], obj=type("O", (), {"app": tasks_app})())
-
-    assert result.exit_code == 1
-    assert "fix it" in result.output

@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from infra.core.limits import VISIBILITY_TIMEOUT_FACTOR
-from infra.store.items import INDEX_BY_STATUS, INDEX_BY_TASK, INDEX_BY_TIME
+from infra.store.items import INDEX_BY_ID, INDEX_BY_STATUS, INDEX_BY_TASK, INDEX_BY_TIME
 
 __all__ = [
     "FUNCTION",
@@ -87,6 +87,7 @@ RESULTS_ATTRIBUTE_TYPES = {
     "task_name": "S",
     "kind": "S",
     "timestamp": "N",
+    "task_id": "S",
 }
 RESULTS_INDEXES = {INDEX_BY_STATUS: "status", INDEX_BY_TASK: "task_name", INDEX_BY_TIME: "kind"}
 SQS_DEFAULT_VISIBILITY = 30
@@ -129,9 +130,13 @@ def esms(template: Template) -> dict[str, Template]:
 
 
 def visibility_problems(template: Template) -> list[str]:
-    """Queues consumed by a function must hide a message for 6 x the function timeout."""
+    """Queues consumed by a function must hide a message for 6 x the function timeout plus the
+    batching window (the window runs while the first records received are already hidden)."""
     problems = []
     for name, esm in esms(template).items():
+        window = esm["Properties"].get("MaximumBatchingWindowInSeconds", 0)
+        if isinstance(window, dict):  # a Ref to a parameter: its default
+            window = template["Parameters"][window["Ref"]]["Default"]
         queue = getatt_target(esm["Properties"]["EventSourceArn"]) or ""
         function = esm["Properties"]["FunctionName"].get("Ref")
         if queue not in template["Resources"] or function not in template["Resources"]:
@@ -139,8 +144,8 @@ def visibility_problems(template: Template) -> list[str]:
             continue
         timeout = props(template, function).get("Timeout", LAMBDA_DEFAULT_TIMEOUT)
         visibility = props(template, queue).get("VisibilityTimeout", SQS_DEFAULT_VISIBILITY)
-        if visibility < VISIBILITY_TIMEOUT_FACTOR * timeout:
-            problems.append(f"{queue}: VisibilityTimeout {visibility} < 6 x {timeout}")
+        if visibility < VISIBILITY_TIMEOUT_FACTOR * timeout + window:
+            problems.append(f"{queue}: VisibilityTimeout {visibility} < 6 x {timeout} + {window}")
     return problems
 
 
@@ -247,6 +252,17 @@ def results_table_problems(template: Template) -> list[str]:
             "NonKeyAttributes", []
         ):
             problems.append(f"index {name} projects the result: {projection}")
+    by_id = indexes.get(INDEX_BY_ID, {})
+    id_keys = [
+        {"AttributeName": "kind", "KeyType": "HASH"},
+        {"AttributeName": "task_id", "KeyType": "RANGE"},
+    ]
+    # Keys only: its entry is then written once per task, not on every state write.
+    if (by_id.get("KeySchema"), by_id.get("Projection")) != (
+        id_keys,
+        {"ProjectionType": "KEYS_ONLY"},
+    ):
+        problems.append(f"index {INDEX_BY_ID}: {by_id}")
     if table.get("TimeToLiveSpecification") != {"AttributeName": "ttl", "Enabled": True}:
         problems.append(f"TimeToLiveSpecification {table.get('TimeToLiveSpecification')}")
     return problems

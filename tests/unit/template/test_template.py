@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from devtools.checks.checkov import with_features_on, write_translation
+from devtools.checks.parameters import Values
 from devtools.cloud.template import DUMMY_CODE_URI, TEMPLATE_PATH, lint, load_template, translate
 from infra.core.errors import ConfigurationError
 from tests.unit.template.rules import (
@@ -105,10 +106,40 @@ def test_translate_maps_each_queue_event_to_an_event_source_mapping(translated: 
         properties = mapping["Properties"]
         assert properties["FunctionName"] == {"Ref": FUNCTION}
         assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-        assert properties["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}}
         assert properties["BatchSize"] == {"Ref": "BatchSize"}
         window = {"Ref": "MaximumBatchingWindowInSeconds"}
         assert properties["MaximumBatchingWindowInSeconds"] == window
+
+
+@pytest.mark.parametrize("queue", sorted(LAMBDA_QUEUES))
+def test_each_queue_scales_by_its_own_parameters_in_one_mode_at_a_time(
+    translated: Template, queue: str
+) -> None:
+    [mapping] = [
+        m
+        for m in esms(translated).values()
+        if getatt_target(m["Properties"]["EventSourceArn"]) == queue
+    ]
+
+    def scaling(**overrides: str) -> dict[str, object]:
+        values = Values.of(translated, {f"{queue}{k}": v for k, v in overrides.items()})
+        evaluated = {
+            key: values.evaluate(mapping["Properties"][key])
+            for key in ("ScalingConfig", "ProvisionedPollerConfig")
+        }
+        return {key: value for key, value in evaluated.items() if value is not None}
+
+    # Off by default: standard mode, capped per queue; no poller is billed.
+    assert scaling() == {"ScalingConfig": {"MaximumConcurrency": 10}}
+    assert scaling(MaximumConcurrency="4") == {"ScalingConfig": {"MaximumConcurrency": 4}}
+    assert scaling(MinimumPollers="5") == {"ScalingConfig": {"MaximumConcurrency": 10}}
+    # Provisioned mode, with AWS's default bounds or the queue's own; Lambda takes no cap then.
+    assert scaling(ProvisionedMode="true") == {
+        "ProvisionedPollerConfig": {"MinimumPollers": 2, "MaximumPollers": 200}
+    }
+    assert scaling(ProvisionedMode="true", MinimumPollers="5", MaximumPollers="20") == {
+        "ProvisionedPollerConfig": {"MinimumPollers": 5, "MaximumPollers": 20}
+    }
 
 
 def test_each_function_runs_as_its_own_role_that_only_lambda_assumes(translated: Template) -> None:

@@ -42,7 +42,11 @@ BREAKAGES: dict[str, tuple[str, Callable[[Template], object]]] = {
         "visibility",
         lambda t: props(t, "LowPriorityQueue").update(VisibilityTimeout=600),
     ),
-    "long-timeout": ("visibility", lambda t: props(t, FUNCTION).update(Timeout=121)),
+    "long-timeout": ("visibility", lambda t: props(t, FUNCTION).update(Timeout=125)),
+    "long-window": (
+        "visibility",
+        lambda t: t["Parameters"]["MaximumBatchingWindowInSeconds"].update(Default=31),
+    ),
     "no-redrive": ("redrive", lambda t: props(t, "CeleryQueue").pop("RedrivePolicy")),
     "receive-count": (
         "redrive",
@@ -100,6 +104,14 @@ BREAKAGES: dict[str, tuple[str, Callable[[Template], object]]] = {
         lambda t: props(t, "ResultsTable")["GlobalSecondaryIndexes"][0].update(
             Projection={"ProjectionType": "ALL"}
         ),
+    ),
+    "id-index-projects-all": (
+        "results-table",
+        lambda t: [
+            i.update(Projection={"ProjectionType": "ALL"})
+            for i in props(t, "ResultsTable")["GlobalSecondaryIndexes"]
+            if i["IndexName"] == "by-id"
+        ],
     ),
     "string-timestamp": (
         "results-table",
