@@ -1,7 +1,10 @@
 # A celery worker for tasks longer than Lambda's 15 minutes: the same app, queues, table and
 # bucket as the Lambda consumer (see template.yaml's optional ECS service). Built by CI elsewhere;
-# these machines have no Docker engine.
+# these machines have no Docker engine. `--build-arg EXTRAS=[cli]` builds the web dashboard's image
+# instead (template.yaml's WebDashboardImage): the same app with `celery -A tasks lambda dashboard`.
 FROM python:3.12-slim
+
+ARG EXTRAS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -13,7 +16,8 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY tasks ./tasks
 COPY infra ./infra
 COPY handlers ./handlers
-RUN pip install --constraint constraints.txt . \
+COPY devtools ./devtools
+RUN pip install --constraint constraints.txt ".${EXTRAS}" \
     && useradd --system --uid 10001 --home-dir /app worker
 
 USER 10001

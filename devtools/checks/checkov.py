@@ -43,8 +43,8 @@ __all__ = [
 CHECKOV = TEMPLATE_PATH.parent / ".tools" / "checkov" / "bin" / "checkov"
 """checkov's executable in its tool virtualenv (the Makefile's ``checkov-install``)."""
 
-FEATURES_ON = {"WorkerService": "true"}
-"""Parameter values that bring in the template's optional (conditional) resources."""
+FEATURES_ON = {"WorkerService": "true", "WebDashboard": "true", "WebDashboardReadOnly": "false"}
+"""Parameter values that bring in the template's optional (conditional) resources and grants."""
 
 _OFFLINE = {"BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "TRUE"}
 _OUTCOMES = {"passed_checks": "passed", "failed_checks": "failed", "skipped_checks": "skipped"}

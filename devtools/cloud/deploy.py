@@ -43,6 +43,7 @@ CLOUD_ONLY = frozenset(
         "AWS::IAM::ManagedPolicy",
         "AWS::Logs::LogGroup",
         "AWS::Logs::QueryDefinition",
+        "AWS::SecretsManager::Secret",
         "AWS::CloudWatch::Alarm",
         "AWS::CloudWatch::Dashboard",
         "AWS::SNS::Topic",
@@ -334,7 +335,7 @@ def _placeholder(name: str, spec: Mapping[str, Any], ctx: _Context) -> None:
     physical = f"{ctx.stack}-{name}"
     service = str(spec.get("Type", "")).split("::")[1].lower()
     arn = f"arn:aws:{service}:{ctx.settings.region}:{ctx.account}:{physical}"
-    ctx.created(name, physical, Arn=arn)
+    ctx.created(name, physical, Arn=arn, Name=physical)  # GetAtt .Name: ECS services, secrets
 
 
 def _function_environment(resources: Mapping[str, Any], scope: Scope) -> dict[str, str]:

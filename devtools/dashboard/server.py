@@ -1,14 +1,17 @@
 """``celery -A tasks lambda dashboard``: the token, the URL to open, and uvicorn serving the app.
 
 Bound to 127.0.0.1 unless ``--host`` says otherwise (then the printed warning says what that
-exposes). The token is the one given, else a fresh random one; either way the printed URL carries
-it, as Jupyter's does.
+exposes). The token is the one given, else ``$CELERY_LAMBDA_DASHBOARD_TOKEN``, else a fresh random
+one. The printed URL carries a given or random token, as Jupyter's does, but never the
+environment's: that one is a deployed dashboard's secret (template.yaml injects it from Secrets
+Manager), and what it prints goes to CloudWatch Logs, where more people read than may act.
 """
 
 from __future__ import annotations
 
+import os
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import uvicorn
@@ -18,9 +21,11 @@ from devtools.dashboard.auth import Guard
 from devtools.dashboard.sources import Sources
 from devtools.ops.target import Target
 
-__all__ = ["LOOPBACK", "dashboard_main", "dashboard_url", "make_dashboard"]
+__all__ = ["LOOPBACK", "TOKEN_VARIABLE", "dashboard_main", "dashboard_url", "make_dashboard"]
 
 LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+TOKEN_VARIABLE: Final = "CELERY_LAMBDA_DASHBOARD_TOKEN"
+"""The variable a deployed dashboard's token comes in (an ECS container secret)."""
 
 
 def dashboard_url(host: str, port: int, token: str) -> str:
@@ -30,18 +35,33 @@ def dashboard_url(host: str, port: int, token: str) -> str:
 
 
 def make_dashboard(
-    target: Target, app: Any, *, token: str | None = None, read_only: bool = False
+    target: Target,
+    app: Any,
+    *,
+    token: str | None = None,
+    read_only: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Dashboard:
-    """The dashboard of ``target`` for ``app`` (a fresh token when none is given)."""
-    return Dashboard(Sources(target, app), Guard.new(token), read_only)
+    """The dashboard of ``target`` for ``app``: ``token``, else the environment's, else fresh."""
+    env = os.environ if env is None else env
+    return Dashboard(Sources(target, app), Guard.new(token or env.get(TOKEN_VARIABLE)), read_only)
 
 
 def dashboard_main(
-    dashboard: Dashboard, host: str, port: int, say: Callable[[str], None] = print
+    dashboard: Dashboard,
+    host: str,
+    port: int,
+    say: Callable[[str], None] = print,
+    env: Mapping[str, str] | None = None,
 ) -> None:
-    """Print the URL to open, then serve until Ctrl-C."""
+    """Print the URL to open (without the environment's token), then serve until Ctrl-C."""
+    env = os.environ if env is None else env
+    token = dashboard.guard.token
     say(f"celery-lambda dashboard of {dashboard.sources.target.origin}, open:")
-    say(f"  {dashboard_url(host, port, dashboard.guard.token)}")
+    if token == env.get(TOKEN_VARIABLE):
+        say(f"  {dashboard_url(host, port, '')}<the value of ${TOKEN_VARIABLE}>")
+    else:
+        say(f"  {dashboard_url(host, port, token)}")
     if dashboard.read_only:
         say("read-only: revoke, redrive and purge are hidden and refused")
     if host not in LOOPBACK:

@@ -4,9 +4,9 @@ one listed here, with the reason the template gives for it.
 checkov runs from its own virtualenv, ``.tools/checkov``, which ``make test`` installs before
 pytest runs. Without it the scans are skipped, saying so in the summary (``-ra``); under CI they
 fail instead. One checkov run covers the template and its translation, each as deployed by
-default and with the optional worker service on (checkov leaves out resources whose Condition is
-false under the defaults), and a weakened copy of the translation, which must fail, so the scan
-cannot pass by checking nothing.
+default and with the optional worker service and web dashboard on, the dashboard's actions
+included (checkov leaves out resources whose Condition is false under the defaults), and a
+weakened copy of the translation, which must fail, so the scan cannot pass by checking nothing.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ SUPPRESSED = {
     "CKV_AWS_173": FUNCTIONS,  # no customer key for environment variables
     "CKV_AWS_158": {"WorkerFunctionLogGroup", "BeatFunctionLogGroup"},  # no customer key for logs
 }
-# The optional worker service's suppressions, scanned in the forms with it on.
-SUPPRESSED_WITH_WORKER_SERVICE = {
-    "CKV_AWS_158": {"WorkerLogGroup"},  # no customer key for logs
+# The optional worker service's and web dashboard's suppressions, scanned in the forms with them on.
+SUPPRESSED_WITH_FEATURES_ON = {
+    "CKV_AWS_158": {"WorkerLogGroup", "WebDashboardLogGroup"},  # no customer key for logs
+    "CKV_AWS_149": {"WebDashboardToken"},  # the token secret under the AWS managed key
 }
 FORMS = ["template", "translation", "template-features-on", "translation-features-on"]
 # What the weakened copy (of the translation with the worker service on) must fail: a suppression
@@ -117,6 +118,10 @@ def test_the_forms_are_the_template_and_its_translation_with_features_off_and_on
     translated_off = json.loads(files["translation"].read_text())
     assert translated_on["Parameters"]["WorkerService"]["Default"] == "true"
     assert translated_off["Parameters"]["WorkerService"]["Default"] == "false"
+    for form in (on, translated_on):
+        assert form["Parameters"]["WebDashboard"]["Default"] == "true"
+        assert form["Parameters"]["WebDashboardReadOnly"]["Default"] == "false"
+    assert translated_off["Parameters"]["WebDashboard"]["Default"] == "false"
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -137,9 +142,7 @@ def test_suppressions_are_the_documented_ones(
     expected = {(check, name) for check, names in SUPPRESSED.items() for name in names}
     if form.endswith("features-on"):
         expected |= {
-            (check, name)
-            for check, names in SUPPRESSED_WITH_WORKER_SERVICE.items()
-            for name in names
+            (check, name) for check, names in SUPPRESSED_WITH_FEATURES_ON.items() for name in names
         }
     assert skipped == expected
 
@@ -158,6 +161,27 @@ def test_the_worker_service_is_scanned_when_on(
         ("CKV_AWS_66", "WorkerLogGroup"),
         ("CKV_AWS_23", "WorkerTaskSecurityGroup"),
         ("CKV_AWS_260", "WorkerTaskSecurityGroup"),
+    } <= passed
+
+
+@pytest.mark.parametrize("form", ["template-features-on", "translation-features-on"])
+def test_the_web_dashboard_and_its_actions_are_scanned_when_on(
+    form: str, scanned: Scan, files: dict[str, Path]
+) -> None:
+    passed = {(f.check_id, logical(f.resource)) for f in scanned.of("passed", files[form])}
+
+    # Container Insights, roles and the actions' policy without wildcards or privilege
+    # escalation, an egress-only group, a log group with retention.
+    assert {
+        ("CKV_AWS_65", "WebDashboardCluster"),
+        ("CKV_AWS_108", "WebDashboardTaskRole"),
+        ("CKV_AWS_111", "WebDashboardTaskRole"),
+        ("CKV_AWS_111", "WebDashboardTaskExecutionRole"),
+        ("CKV_AWS_108", "WebDashboardActionsPolicy"),
+        ("CKV_AWS_111", "WebDashboardActionsPolicy"),
+        ("CKV_AWS_66", "WebDashboardLogGroup"),
+        ("CKV_AWS_23", "WebDashboardSecurityGroup"),
+        ("CKV_AWS_260", "WebDashboardSecurityGroup"),
     } <= passed
 
 

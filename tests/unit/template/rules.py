@@ -69,7 +69,19 @@ OUTPUTS = {
 # https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsx-ray.html
 # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerregistry.html
 UNSCOPABLE_ACTIONS = frozenset(
-    {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ecr:GetAuthorizationToken"}
+    {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "ecr:GetAuthorizationToken",
+        # The web dashboard's metric reads and ECS Exec's channels (no resource types:
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html,
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsessionmanagermessagegatewayservice.html).
+        "cloudwatch:GetMetricStatistics",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+    }
 )
 # Runtime code never provisions or discovers infrastructure (queue URLs come from the env).
 FORBIDDEN_ACTIONS = (

@@ -82,6 +82,8 @@ def test_translate_builds_the_worker(translated: Template) -> None:
         "BeatFunctionRole",
         "WorkerTaskRole",  # the optional worker service (template/test_worker_service.py)
         "WorkerTaskExecutionRole",
+        "WebDashboardTaskRole",  # the optional web dashboard (template/test_web_dashboard.py)
+        "WebDashboardTaskExecutionRole",
     }
     function = props(translated, FUNCTION)
     assert function["Role"] == {"Fn::GetAtt": [f"{FUNCTION}Role", "Arn"]}

@@ -173,13 +173,21 @@ def test_every_service_resource_and_output_is_conditioned(cfn: Template) -> None
         name
         for name, resource in cfn["Resources"].items()
         if resource["Type"].startswith(("AWS::ECS::", "AWS::EC2::"))
+        # The web dashboard's own (test_web_dashboard.py).
+        and resource.get("Condition") != "HasWebDashboard"
     }
 
     assert conditioned == SERVICE_RESOURCES
     assert service_types <= set(conditioned)
-    outputs = {name for name, output in cfn["Outputs"].items() if "Condition" in output}
-    assert outputs == SERVICE_OUTPUTS
-    assert all(cfn["Outputs"][name]["Condition"] == CONDITION for name in outputs)
+    outputs = {
+        name: output["Condition"]
+        for name, output in cfn["Outputs"].items()
+        if "Condition" in output
+    }
+    assert {
+        name for name, condition in outputs.items() if condition == CONDITION
+    } == SERVICE_OUTPUTS
+    assert set(outputs.values()) == {CONDITION, "HasWebDashboard"}
 
 
 def test_the_condition_holds_only_when_turned_on(sam: Template) -> None:
@@ -408,7 +416,12 @@ def test_lint_suppressions_are_only_the_default_resolution_warning(sam: Template
         if "cfn-lint" in resource.get("Metadata", {})
     }
 
-    assert suppressed == {"WorkerEcsService": ["W1030"], "WorkerTaskSecurityGroup": ["W1030"]}
+    assert suppressed == {
+        "WorkerEcsService": ["W1030"],
+        "WorkerTaskSecurityGroup": ["W1030"],
+        "WebDashboardService": ["W1030"],
+        "WebDashboardSecurityGroup": ["W1030"],
+    }
 
 
 # ------------------------------------------------------------------ least privilege
