@@ -3,56 +3,64 @@
 Installed as a Celery CLI plugin (entry point group ``celery.commands``), so it runs with the app
 that ``-A`` names (``ctx.obj.app``), like every other ``celery`` subcommand. Each command here
 parses its options, calls the module that does the work and prints; the operator's commands
-(``queues``, ``inspect``, ``dlq``, ``stats``) are declared in :mod:`devtools.ops.commands`.
+(``queues``, ``inspect``, ``dlq``, ``stats``) are declared in :mod:`devtools.ops.commands`, the
+benchmarks' in :mod:`devtools.bench.commands` and the soak in :mod:`devtools.soak.commands`
+(:data:`ELSEWHERE`).
 
 Celery imports every plugin when any ``celery`` command starts (``celery worker`` too), so what
-this module imports is paid by all of them: the slow imports (Powertools for ``demo`` and
-``stats``, aws-sam-translator for a deploy) wait until a command needs them.
+this module imports is paid by all of them. It imports only the constants its options show; each
+command imports the modules that do its work when it runs, and the commands declared elsewhere are
+imported when one is used (:class:`LazyGroup`). ``lambda consume`` thus starts with the event
+source, the deployment record and the handler: nothing of the benchmarks, the dashboard, the
+checks or aws-sam-translator (a test holds this).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
 
-from devtools.bench.drain import POOLS, bench_main
-from devtools.bench.imports import bench_import_main
-from devtools.bench.publish import bench_publish_main
-from devtools.checks.doctor import doctor_main
-from devtools.checks.parameters import parse_overrides
-from devtools.cloud import snapshot
-from devtools.cloud.deploy import DEFAULT_STACK, deploy
-from devtools.cloud.event_source import (
-    ConsumeStats,
-    consume,
-    handler_from_source,
-    stop_on_signals,
-)
-from devtools.cloud.redelivery import LOCAL_FAILED_VISIBILITY, deployed_redelivery, redelivery_note
-from devtools.cloud.session import (
-    local_cloud,
-    local_settings,
-    record_deployment,
-    recorded_deployment,
-    write_env_file,
-)
+from devtools.cloud.deploy import DEFAULT_STACK
+from devtools.cloud.redelivery import LOCAL_FAILED_VISIBILITY
 from devtools.cloud.targets import DEFAULT_TARGET, TARGETS
-from devtools.ops.commands import COMMANDS
-from devtools.ops.ids import UnknownId, resolve_for_app
-from devtools.ops.schedule import schedule_main
-from infra.core import aws
 from infra.core.errors import CeleryLambdaError, ConfigurationError
 from infra.core.limits import SQS_MAX_VISIBILITY_SECONDS
 from infra.core.settings import Settings
-from infra.store.revoke import revoke
 
-__all__ = ["lambda_"]
+if TYPE_CHECKING:
+    from rich.console import Console
 
-console = Console(stderr=True)
+    from devtools.cloud.event_source import ConsumeStats
+
+__all__ = ["ELSEWHERE", "LazyGroup", "console", "lambda_"]
+
+ELSEWHERE = {
+    "bench": "devtools.bench.commands:bench",
+    "bench-import": "devtools.bench.commands:bench_import",
+    "bench-publish": "devtools.bench.commands:bench_publish",
+    "bench-start": "devtools.bench.commands:bench_start",
+    "dlq": "devtools.ops.dlq_commands:dlq",
+    "inspect": "devtools.ops.commands:inspect_command",
+    "queues": "devtools.ops.commands:queues",
+    "soak": "devtools.soak.commands:soak",
+    "stats": "devtools.ops.commands:stats",
+}
+"""The commands declared in other modules (``name -> "module:attribute"``), imported when used."""
+
+
+@functools.cache
+def console() -> Console:
+    """The console every command prints its notes to (stderr), made when one first prints."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
 
 target_option = click.option(
     "--target",
@@ -69,19 +77,45 @@ def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
-@click.group(name="lambda")
+class LazyGroup(click.Group):
+    """A group whose commands declared in other modules are imported when one is looked up (to
+    run it, or for ``--help`` to list it), not when Celery loads the plugin: it does so for every
+    ``celery`` command, and ``lambda consume`` needs neither the benchmarks nor the operator's
+    commands. Click's documented pattern: https://click.palletsprojects.com/en/stable/complex/."""
+
+    def __init__(self, *args: Any, elsewhere: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.elsewhere = dict(elsewhere)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.elsewhere})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, imported from its module if it is declared elsewhere.
+
+        Raises:
+            TypeError: the module's attribute is not the click command of that name.
+        """
+        if cmd_name not in self.elsewhere:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = self.elsewhere[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command) or command.name != cmd_name:
+            raise TypeError(f"{self.elsewhere[cmd_name]} is not the command {cmd_name!r}")
+        return command
+
+
+@click.group(name="lambda", cls=LazyGroup, elsewhere=ELSEWHERE)
 @click.pass_context
 def lambda_(ctx: click.Context) -> None:
     """Run this Celery app on AWS Lambda: local cloud, consumer, operations."""
 
 
-for _command in COMMANDS:
-    lambda_.add_command(_command)
-
-
 def _settings(target: str) -> Settings:
     """The local settings (:func:`devtools.cloud.session.local_settings`), or one clear line and
     a non-zero exit."""
+    from devtools.cloud.session import local_settings
+
     try:
         return local_settings(target)
     except ConfigurationError as exc:
@@ -103,6 +137,9 @@ def deploy_local(stack_name: str, template_path: Path | None, target: str) -> No
 
     The deployment is recorded under .celery-lambda/ for `lambda consume`, which never deploys.
     """
+    from devtools.cloud.deploy import deploy
+    from devtools.cloud.session import record_deployment
+
     settings = _settings(target)
     try:
         deployment = deploy(settings, stack_name=stack_name, template_path=template_path)
@@ -157,6 +194,12 @@ def up(
     target: str,
 ) -> None:
     """Start the embedded emulator, deploy the template, consume through the Lambda handler."""
+    from devtools.cloud import snapshot
+    from devtools.cloud.event_source import consume, handler_from_source, stop_on_signals
+    from devtools.cloud.redelivery import deployed_redelivery, redelivery_note
+    from devtools.cloud.session import local_cloud, record_deployment, write_env_file
+    from infra.core import aws
+
     stopped: list[str] = []
     try:
         with local_cloud(port, stack_name, target) as deployment:
@@ -165,12 +208,12 @@ def up(
             os.environ.update(deployment.environment)
             click.echo(deployment.exports())
             if target != "localstack" and (kept := snapshot.restore(Settings.from_env())):
-                console.print(
+                console().print(
                     f"loaded the last demo's {kept} results from {snapshot.SNAPSHOT} "
                     "(`lambda dashboard` shows them; delete the file to start empty)"
                 )
             stop = stop_on_signals()  # before "Ctrl-C stops": from then on, it does
-            console.print(
+            console().print(
                 f"[green]emulator up[/] at {deployment.endpoint_url}; in another shell run\n"
                 f"  [bold]source {env_file}[/]\n"
                 "then publish tasks (and/or run `celery -A tasks worker --loglevel=info`). "
@@ -178,7 +221,7 @@ def up(
             )
             if consuming:
                 deployed = deployed_redelivery(aws.client("sqs"), deployment.event_sources)
-                console.print(redelivery_note(deployed, failed_visibility))
+                console().print(redelivery_note(deployed, failed_visibility))
                 stats = consume(
                     deployment.event_sources,
                     handler_from_source,
@@ -196,7 +239,7 @@ def up(
         stopped.append(f"LocalStack at {deployment.endpoint_url} keeps running")
     else:
         stopped.append(f"emulator at {deployment.endpoint_url}")
-    console.print(f"stopped: {', '.join(stopped)}")
+    console().print(f"stopped: {', '.join(stopped)}")
 
 
 @lambda_.command("consume")
@@ -218,6 +261,9 @@ def consume_command(
 
     Reads what `deploy-local` or `up` recorded for this endpoint; never creates anything.
     """
+    from devtools.cloud.event_source import consume, handler_from_source, stop_on_signals
+    from devtools.cloud.session import recorded_deployment
+
     settings = _settings(target)
     try:
         deployment = recorded_deployment(settings, stack_name)
@@ -226,7 +272,7 @@ def consume_command(
         stop = stop_on_signals()
         pollers = len(deployment.event_sources) * concurrency
         if not until_empty:
-            console.print(f"consuming: event source ({pollers} pollers); Ctrl-C stops")
+            click.echo(f"consuming: event source ({pollers} pollers); Ctrl-C stops", err=True)
         stats = consume(
             deployment.event_sources,
             handler_from_source,
@@ -238,10 +284,8 @@ def consume_command(
         )
     except CeleryLambdaError as exc:
         _fail(str(exc))
-    if stop.is_set():
-        console.print(f"stopped: {_stopped(pollers, stats)}")
-    else:
-        console.print(str(stats))
+    # Plain lines: rich's console (40 ms to import) is not needed for them.
+    click.echo(f"stopped: {_stopped(pollers, stats)}" if stop.is_set() else str(stats), err=True)
 
 
 @lambda_.command()
@@ -260,43 +304,6 @@ def demo(ctx: click.Context, target: str) -> None:
         _fail(str(exc))
 
 
-@lambda_.command()
-@click.option("--tasks", "count", type=click.IntRange(min=20), default=300, show_default=True)
-@click.option(
-    "--pool",
-    "pools",
-    multiple=True,
-    type=click.Choice(sorted(POOLS)),
-    help="Plain Celery pool to try; repeatable (default: threads and prefork, the best compared).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead.")
-@click.pass_context
-def bench(ctx: click.Context, count: int, pools: tuple[str, ...], as_json: bool) -> None:
-    """Drain N tasks.add by plain Celery, our worker, the Lambda path, the handler: one table."""
-    try:
-        bench_main(ctx.obj.app, tasks=count, pools=pools or tuple(POOLS), as_json=as_json)
-    except CeleryLambdaError as exc:
-        _fail(str(exc))
-
-
-@lambda_.command("bench-publish")
-@click.option("--tasks", "count", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option(
-    "--round",
-    "round_size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Publish this many at a time (a group each), the queue purged between (default: all).",
-)
-@click.pass_context
-def bench_publish(ctx: click.Context, count: int, round_size: int | None) -> None:
-    """Publish N tasks.add as a batched group, an unbatched group and a loop: tasks/s, requests."""
-    try:
-        bench_publish_main(ctx.obj.app, tasks=count, round_size=round_size)
-    except CeleryLambdaError as exc:
-        _fail(str(exc))
-
-
 @lambda_.command("doctor")
 @click.option(
     "--parameter-overrides",
@@ -308,6 +315,9 @@ def bench_publish(ctx: click.Context, count: int, round_size: int | None) -> Non
 @click.pass_context
 def doctor(ctx: click.Context, overrides: tuple[str, ...]) -> None:
     """Check template.yaml against the app: consumers, visibility, scaling, DLQs, IAM, limits."""
+    from devtools.checks.doctor import doctor_main
+    from devtools.checks.parameters import parse_overrides
+
     try:
         status = doctor_main(ctx.obj.app, parse_overrides(overrides))
     except CeleryLambdaError as exc:
@@ -315,18 +325,13 @@ def doctor(ctx: click.Context, overrides: tuple[str, ...]) -> None:
     ctx.exit(status)
 
 
-@lambda_.command("bench-import")
-@click.option("--runs", type=click.IntRange(min=1), default=7, show_default=True)
-def bench_import(runs: int) -> None:
-    """Cold import and init of handlers.sqs against the bare import of its dependencies."""
-    bench_import_main(runs)
-
-
 @lambda_.command("schedule")
 @click.option("--count", type=click.IntRange(min=1), default=3, show_default=True)
 @click.pass_context
 def schedule_command(ctx: click.Context, count: int) -> None:
     """List the app's beat_schedule: schedule, task, queue, next COUNT runs, last fired slot."""
+    from devtools.ops.schedule import schedule_main
+
     try:
         schedule_main(ctx.obj.app, count=count)
     except CeleryLambdaError as exc:
@@ -337,7 +342,11 @@ def schedule_command(ctx: click.Context, count: int) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--stack", metavar="NAME", default=None, help="As for the operator's commands.")
-@click.option("--token", default=None, help="The token to require (default: a random one).")
+@click.option(
+    "--token",
+    default=None,
+    help="The token to require (default: $CELERY_LAMBDA_DASHBOARD_TOKEN, else a random one).",
+)
 @click.option("--read-only", is_flag=True, help="Hide and refuse revoke, redrive and purge.")
 @click.pass_context
 def dashboard(
@@ -366,6 +375,9 @@ def revoke_command(ctx: click.Context, ids: tuple[str, ...], reason: str, exact:
     is a task id in the results table or the start of one, unique there. --exact takes every id
     as given (a custom task id not stored yet).
     """
+    from devtools.ops.ids import UnknownId, resolve_for_app
+    from infra.store.revoke import revoke
+
     try:
         recorded = revoke(ctx.obj.app, ids if exact else resolve_for_app(ctx.obj.app, ids), reason)
     except UnknownId as exc:
@@ -374,47 +386,3 @@ def revoke_command(ctx: click.Context, ids: tuple[str, ...], reason: str, exact:
         _fail(str(exc))
     for task_id in recorded:
         click.echo(f"revoked {task_id}")
-
-
-@lambda_.command("soak")
-@click.option("--tasks", "count", type=click.IntRange(min=1), default=3000, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True, help="Kills' and faults' seed.")
-@click.option(
-    "--fault-rate",
-    type=click.FloatRange(0, 1),
-    default=0.05,
-    show_default=True,
-    help="Share of DynamoDB and SQS requests the proxy answers with a throttle or a 500.",
-)
-@click.option(
-    "--kill-every",
-    type=click.FloatRange(min=0),
-    default=6.0,
-    show_default=True,
-    help="Mean seconds between SIGKILLs of a consumer (0: none).",
-)
-@click.option(
-    "--min-kills", type=click.IntRange(min=0), default=0, help="Kill at least this many times."
-)
-@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="Give up after this.")
-@click.pass_context
-def soak(
-    ctx: click.Context,
-    count: int,
-    seed: int,
-    fault_rate: float,
-    kill_every: float,
-    min_kills: int,
-    timeout: float | None,
-) -> None:
-    """Both consumers on one queue, killed and faulted: published, succeeded, lost, ran twice."""
-    # Here, not at the top: the soak's module defines a Celery app, whose signal handlers every
-    # `celery worker` that loads this plugin would otherwise install too.
-    from devtools.soak.run import SoakOptions, soak_main
-
-    options = SoakOptions(count, seed, fault_rate, kill_every, min_kills=min_kills, timeout=timeout)
-    try:
-        run = soak_main(options, console)
-    except CeleryLambdaError as exc:
-        _fail(str(exc))
-    ctx.exit(1 if run.failed else 0)

@@ -20,7 +20,8 @@ from devtools.cloud.session import DEPLOYMENTS_DIR, ENV_FILE
 __all__ = ["CELERY", "ROOT", "Running", "recorded", "shell", "sourced", "start", "stop"]
 
 ROOT = Path(__file__).resolve().parents[1]
-CELERY = [sys.executable, "-m", "celery", "-A", "tasks", "lambda"]
+CELERY = [str(Path(sys.executable).with_name("celery")), "-A", "tasks", "lambda"]
+"""The console script a user runs (not ``python -m``, which would put the directory on sys.path)."""
 
 
 @dataclass
@@ -60,8 +61,9 @@ def shell(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def start(env: dict[str, str], cwd: Path, *args: str) -> Running:
-    log = cwd / f"{args[0]}-{time.monotonic_ns()}.log"
+def start(env: dict[str, str], cwd: Path, *args: str, logs: Path | None = None) -> Running:
+    """``lambda *args`` started in ``cwd``; its output in a file in ``logs`` (default ``cwd``)."""
+    log = (logs or cwd) / f"{args[0]}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*CELERY, *args], cwd=cwd, env=env, stdout=out, stderr=out, start_new_session=True

@@ -6,7 +6,7 @@ moto emulator (:mod:`~devtools.cloud.emulator`, served by :mod:`~devtools.cloud.
 with :mod:`~devtools.cloud.moto_fixes`) or LocalStack (:mod:`~devtools.cloud.localstack`,
 :mod:`~devtools.cloud.targets`); this process pointed at it (:mod:`~devtools.cloud.session`);
 and the SQS event source mapping played locally (:mod:`~devtools.cloud.lambda_events`,
-:mod:`~devtools.cloud.event_source`).
+:mod:`~devtools.cloud.poller` for one queue, :mod:`~devtools.cloud.event_source` running them).
 
 May import: :mod:`infra`; no other part of ``devtools``.
 """
@@ -20,6 +20,7 @@ __all__ = [
     "localstack",
     "moto_counting",
     "moto_fixes",
+    "poller",
     "session",
     "targets",
     "template",

@@ -5,7 +5,7 @@ Each command resolves the deployment once (:mod:`devtools.ops.options`: the envi
 it, calls the ``devtools.ops`` module that does the work, and prints a rich table -- or, with
 ``--json``, one JSON document on stdout for scripts and tests (:mod:`devtools.ops.output`).
 Failures are one line on stderr and a non-zero exit. ``dlq`` and its subcommands are in
-:mod:`devtools.ops.dlq_commands`; :data:`COMMANDS` is all of them, for the ``lambda`` group.
+:mod:`devtools.ops.dlq_commands`; the ``lambda`` group (:mod:`devtools.cli`) loads each when used.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 import click
 
 from devtools.ops.detail import view_task
-from devtools.ops.dlq_commands import dlq
 from devtools.ops.ids import resolve_task_id
 from devtools.ops.options import deployment_options, resolve
 from devtools.ops.output import emit, fail, note, show
@@ -28,7 +27,7 @@ from devtools.ops.tasks import TaskQuery, TaskRow, parse_duration, query_tasks, 
 from infra.core import aws
 from infra.core.errors import CeleryLambdaError
 
-__all__ = ["COMMANDS", "inspect_command", "queues", "stats"]
+__all__ = ["inspect_command", "queues", "stats"]
 
 NO_AGE = "n/a on an emulator (CloudWatch's ApproximateAgeOfOldestMessage exists on AWS only)"
 NO_DURATIONS = "n/a on an emulator (the consumers' TaskDuration metric is in CloudWatch on AWS)"
@@ -179,7 +178,3 @@ def stats(since: int, stack: str | None, as_json: bool) -> None:
         show(stats_tables(summary))
     else:
         note(f"no task written to {target.settings.results_table} in the last {since} s")
-
-
-COMMANDS = (queues, inspect_command, dlq, stats)
-"""The operator's commands, for the ``lambda`` group."""

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,12 +44,12 @@ def _rows(table: str) -> dict[str, tuple[str, str]]:
 
 
 def test_the_demo_runs_every_example_and_says_what_to_do_next(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CELERY_"))}
-    env |= {"COLUMNS": "80", "TERM": "dumb", "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CELERY_", "PYTHON"))}
+    env |= {"COLUMNS": "80", "TERM": "dumb"}
 
     out = subprocess.run(
         [*CELERY, "demo"],
-        cwd=tmp_path,  # a clone of the user's: .celery-lambda/ is written there
+        cwd=ROOT,  # as `make demo` runs it: the clone's root, nothing on PYTHONPATH
         env=env,
         capture_output=True,
         text=True,
@@ -70,21 +71,32 @@ def test_the_demo_runs_every_example_and_says_what_to_do_next(tmp_path: Path) ->
 
     # Keep exploring: `lambda up` starts with the demo's tasks, which the operator's commands
     # (and the dashboard, on the same table) find by the ids the demo's table showed.
-    up = start(shell(tmp_path), tmp_path, "up", "--no-consume", "--port", str(free_port()))
+    user = {k: v for k, v in shell(ROOT).items() if k != "PYTHONPATH"}
+    up = start(user, ROOT, "up", "--port", str(free_port()), logs=tmp_path)
     try:
-        up.wait_for("Ctrl-C stops")
+        up.wait_for("failed records:")  # consuming: the template's handler imported
         assert f"loaded the last demo's {kept} results" in up.output()
+        sourced_shell = {k: v for k, v in sourced(ROOT).items() if k != "PYTHONPATH"}
         shown_id = rows["add.delay(4, 4)"][0]
         inspect = subprocess.run(
             [*CELERY, "inspect", shown_id, "--json"],
-            cwd=tmp_path,
-            env=sourced(tmp_path),
+            cwd=ROOT,
+            env=sourced_shell,
             capture_output=True,
             text=True,
             timeout=60,
         )
+        add = subprocess.run(  # the next line the demo suggests, run by `up`'s Lambda handler
+            [sys.executable, "-c", "from tasks import add; print(add.delay(4, 4).get(timeout=60))"],
+            cwd=ROOT,
+            env=sourced_shell,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
     finally:
         stop(up)
+    assert (add.returncode, add.stdout.strip()) == (0, "8"), add.stderr + up.output()
     assert inspect.returncode == 0, inspect.stderr
     found = json.loads(inspect.stdout)["task"]
     assert (found["task_id"][:8], found["state"], found["result"]) == (shown_id, "SUCCESS", 8)

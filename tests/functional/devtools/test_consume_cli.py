@@ -120,6 +120,44 @@ def test_consume_reads_the_record_and_provisions_nothing(
     assert counts["sqs:GetQueueAttributes"] == record.read_text().count('"queue_url"')
 
 
+UNNEEDED = (
+    *("devtools.bench", "devtools.checks", "devtools.dashboard", "devtools.demo", "devtools.ops"),
+    *("devtools.soak", "devtools.testing", "samtranslator", "cfnlint", "moto", "rich"),
+    *("starlette", "jinja2", "uvicorn"),
+)
+"""What ``consume`` must not import: other commands' modules, the template's translation, the
+emulator's server, the web stack, rich (two plain lines need no console)."""
+PACKAGES = tuple(f"{name}." for name in UNNEEDED)
+
+
+def imported(importtime: str) -> set[str]:
+    """The modules a ``python -X importtime`` run imported."""
+    rows = (line.split("|") for line in importtime.splitlines() if line.startswith("import time:"))
+    return {row[2].strip() for row in rows if len(row) == 3}
+
+
+def test_consume_imports_only_what_it_runs(
+    shell: dict[str, str], tmp_path: Path, stack: str
+) -> None:
+    deploy_local(shell, tmp_path, stack)
+    argv = [sys.executable, "-X", "importtime", "-m", "celery", "-A", "tasks", "lambda"]
+
+    out = subprocess.run(
+        [*argv, "consume", "--until-empty", "--stack-name", stack],
+        cwd=tmp_path,
+        env=shell,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "0 batches, 0 records, 0 failed" in out.stderr
+    modules = imported(out.stderr)
+    assert {"devtools.cloud.event_source", "infra.consumer.handler"} <= modules  # handler loaded
+    assert sorted(m for m in modules if m in UNNEEDED or m.startswith(PACKAGES)) == []
+
+
 def test_the_second_deploy_reuses_the_translation(
     shell: dict[str, str], tmp_path: Path, stack: str
 ) -> None:

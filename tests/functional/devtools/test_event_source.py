@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from devtools.cloud import event_source
 from devtools.cloud.deploy import Deployment, EventSource
 from devtools.cloud.event_source import (
     ConsumeStats,
@@ -343,7 +342,7 @@ def test_batching_window_gathers_records_that_arrive_late(make_source: MakeSourc
 def test_records_past_the_payload_limit_go_back_at_once(
     make_source: MakeSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(event_source, "_PAYLOAD_BUDGET", 6_000)  # 6 MB, scaled down to stay fast
+    monkeypatch.setattr("devtools.cloud.poller._PAYLOAD_BUDGET", 6_000)  # 6 MB, scaled down
     source = make_source(batch_size=10)
     send(source, ["x" * 2_000] * 5)
     recorder = Recorder()
