@@ -4,7 +4,8 @@
 # instead (template.yaml's WebDashboardImage): the same app with `celery -A tasks lambda dashboard`.
 FROM python:3.12-slim
 
-ARG EXTRAS=""
+# The worker extra: kombu's asynchronous SQS client (pycurl), which `celery worker` needs on SQS.
+ARG EXTRAS="[worker]"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -579,3 +580,14 @@ def test_the_readme_says_how_to_turn_it_on() -> None:
 def test_dockerfile_is_where_the_template_says(sam: Template) -> None:
     assert Path(DOCKERFILE).is_file()
     assert "Dockerfile" in sam["Parameters"]["WorkerImage"]["Description"]
+
+
+def test_the_image_installs_what_celery_worker_needs_on_sqs() -> None:
+    """kombu's worker-side SQS client needs pycurl, which the engine alone does not install."""
+    text = DOCKERFILE.read_text()
+    (extras,) = re.findall(r'^ARG EXTRAS="(.*)"$', text, re.MULTILINE)
+    assert re.search(r'pip install .*"\.\$\{EXTRAS\}"', text)
+    pyproject = tomllib.loads((TEMPLATE_PATH.parent / "pyproject.toml").read_text())
+    optional = pyproject["project"]["optional-dependencies"]
+    assert extras == "[worker]" and "kombu[sqs]" in " ".join(optional["worker"])
+    assert any("[worker]" in requirement for requirement in optional["cli"])  # dashboard image
