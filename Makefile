@@ -28,10 +28,13 @@ lint: $(STAMP)
 test: tools-install lint
 	$(BIN)/pytest -n 3 --dist loadfile
 
-# The quick loop: unit and functional tests in two processes, on embedded emulators of their own.
-# Needs only .venv: LocalStack's tests are left out, and SAM's and checkov's skip when not installed.
+# The quick loop: unit and functional tests in two processes, on embedded emulators of their own,
+# without those that start real CLI processes or consumers (integration), LocalStack or the tools
+# of .tools/ (SAM CLI, checkov): it needs only .venv; the fuzz tests draw a tenth of their examples
+# (tests/fuzzing.py). `make test` runs everything, in full.
 test-fast: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile -m "not integration and not localstack" tests/unit tests/functional
+	CELERY_LAMBDA_QUICK_FUZZ=1 $(BIN)/pytest -n 2 --dist loadfile \
+		-m "not integration and not localstack and not tools" tests/unit tests/functional
 
 # TASKS=3000 make bench: the same table at another backlog (per-task figures should not move).
 bench: $(STAMP)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.integration  # real CLI processes and consumers: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[3]
 KINDS = ["plain", "plain", "worker", "lambda", "handler", "noop"]
 FIELDS = {

@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration  # real CLI processes and consumers: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[3]
 ROWS = (
     "load the app (tasks)",

@@ -22,6 +22,8 @@ import pytest
 from devtools.cloud.emulator import LOCAL_CREDENTIALS, Emulator, free_port, request_counts
 from devtools.cloud.session import DEPLOYMENTS_DIR, ENV_FILE
 
+pytestmark = pytest.mark.integration  # real CLI processes and consumers: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[3]
 PROVISIONING = ("CreateQueue", "CreateTable", "CreateBucket", "GetCallerIdentity", "SetQueue")
 

@@ -21,6 +21,7 @@ from devtools.cloud.deploy import EventSource
 from devtools.cloud.lambda_events import build_event, make_context
 from handlers.sqs import handler
 from infra.consumer import runtime
+from tests.fuzzing import examples
 
 SOURCE = EventSource(
     function="WorkerFunction",
@@ -86,7 +87,7 @@ def _messages(bodies: list[str]) -> list[dict[str, Any]]:
 
 
 @settings(
-    max_examples=1000,
+    max_examples=examples(1000),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -21,6 +21,8 @@ import pytest
 from devtools.checks.checkov import CHECKOV, Scan, command, parse, scan, write_forms
 from devtools.cloud.template import TEMPLATE_PATH
 
+pytestmark = pytest.mark.tools  # runs a tool of .tools/: not in `make test-fast`
+
 QUEUES = {
     "CeleryQueue",
     "CeleryDeadLetterQueue",

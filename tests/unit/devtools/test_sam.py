@@ -22,6 +22,8 @@ from devtools.checks import sam
 from devtools.cloud.template import TEMPLATE_PATH, load_template
 from infra.core.errors import ConfigurationError
 
+pytestmark = pytest.mark.tools  # runs a tool of .tools/: not in `make test-fast`
+
 MISSING = (
     f"SAM CLI is not installed at {sam.SAM}: run `make sam-install` (`make test` does); "
     "template.yaml was NOT validated"

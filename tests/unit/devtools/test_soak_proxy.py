@@ -16,6 +16,8 @@ from botocore.parsers import QueryParser
 from devtools.cloud.emulator import LOCAL_CREDENTIALS, Emulator
 from devtools.soak.proxy import FAULT_KINDS, FaultPlan, FaultProxy, Target, target_of
 
+pytestmark = pytest.mark.integration  # an HTTP proxy and a moto server: not in `make test-fast`
+
 SIGV4 = (
     "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, "
     "SignedHeaders=host;x-amz-date, Signature=abc"

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from infra.core.errors import MessageDecodeError
 from infra.wire.protocol import TaskMessage, decode
+from tests.fuzzing import examples
 from tests.unit.celery_messages import envelope_of, make_app, publish, rewrite_envelope, sqs_body
 from tests.unit.wire.support import RICH, b64, every_property, plain_body
 
@@ -81,13 +82,13 @@ def mutate_layer(body: str, layer: str, edits: list[tuple[str, int, str]]) -> st
     return rewrite_envelope(body, lambda envelope: envelope.__setitem__("body", b64(mutated)))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.text() | st.binary())
 def test_random_input_decodes_or_raises_message_decode_error(body: str | bytes) -> None:
     decodes_or_refuses(body)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     st.integers(min_value=0, max_value=5),
     st.sampled_from(["sqs", "envelope", "task-body"]),
@@ -115,7 +116,7 @@ V1_KEYS = ["task", "id", "args", "kwargs", "eta", "utc", "retries", "callbacks",
 V1_BODIES = st.dictionaries(st.sampled_from(V1_KEYS), HEADER_VALUES)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     task_body=V2_BODIES | V1_BODIES | JSON_VALUES,
     headers=st.fixed_dictionaries({}, optional={"task": st.text(), "id": st.text()}),
