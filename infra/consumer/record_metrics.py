@@ -39,7 +39,7 @@ def note(
 
 
 def note_batch(records: Sequence[Mapping[str, Any]]) -> None:
-    """The invocation's one line with its Lambda context; its task lines go without it."""
+    """The invocation's Lambda context: on its one line at DEBUG, on none of its task lines."""
     log_invocation(len(records))
 
 

@@ -3,7 +3,8 @@
 Settings resolved once from the environment (:mod:`~infra.core.settings`), the one error tree
 (:mod:`~infra.core.errors`), the AWS limits we design around (:mod:`~infra.core.limits`), the one
 factory of AWS clients (:mod:`~infra.core.aws`), the metric and log vocabulary
-(:mod:`~infra.core.observability`), SQS queue identities (:mod:`~infra.core.queues`: FIFO or
+(:mod:`~infra.core.observability`) and what a JSON log line leaves out
+(:mod:`~infra.core.log_format`), SQS queue identities (:mod:`~infra.core.queues`: FIFO or
 not), user record hooks (:mod:`~infra.core.hooks`), the Celery
 settings every served app gets (:mod:`~infra.core.config`), the loader of the served app
 (:mod:`~infra.core.apps`) and OpenTelemetry tracing when its extra is installed
@@ -21,6 +22,7 @@ __all__ = [
     "errors",
     "hooks",
     "limits",
+    "log_format",
     "observability",
     "otel",
     "queues",

@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from celery import states
 from celery.app.trace import LOG_FAILURE
 from celery.utils.saferepr import saferepr
+
+from infra.core.log_format import LeanLines
 
 __all__ = [
     "CONSUMER_METRICS",
@@ -65,6 +67,7 @@ __all__ = [
     "INVOCATION_KEYS",
     "LOG_GROUP_KEYS",
     "debug_fields",
+    "emf_line",
     "log_invocation",
     "log_outcome",
     "quiet_celery_task_lines",
@@ -159,7 +162,8 @@ DIMENSION_TASK: Final = "task_name"
 DIMENSION_QUEUE: Final = "queue"
 
 LOG_KEYS: Final = ("task_id", "task_name", "message_id", "receive_count")
-"""Keys appended to every log line while a record is processed."""
+"""Keys appended to every log line while a record is processed (a line below WARNING goes
+without the message id and a receive count of 1: :class:`~infra.core.log_format.LeanLines`)."""
 
 METRIC_FOR_STATE: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -176,8 +180,8 @@ MetricValue = tuple[str, MetricUnit, float]
 """One value of a per-task metric: ``(name, unit, value)``."""
 
 BATCH_RECEIVED: Final = "batch received"
-"""The Lambda path's line once per invocation, with what every other line of it leaves out."""
-INVOCATION_KEYS: Final = ("service", "cold_start", "function_request_id")
+"""The Lambda path's DEBUG line once per invocation, with what every other line leaves out."""
+INVOCATION_KEYS: Final = ("cold_start", "function_request_id")
 """Keys Powertools puts on every line of an invocation that only its :data:`BATCH_RECEIVED`
 line keeps."""
 LOG_GROUP_KEYS: Final = ("function_name", "function_memory_size", "function_arn")
@@ -186,15 +190,8 @@ the function, as its log group does."""
 TASK_LINE_LOGGERS: Final = ("celery.app.trace", "celery.worker.strategy")
 """Celery's per-task lines: "Received task", "succeeded in", "retry", "ignored"."""
 
-# No `location` (the message says which line it is), no X-Ray id on every line (constant per
-# invocation: on the batch line), the traceback once as text (no `stack_trace` copy of it).
-logger = Logger(
-    service=SERVICE,
-    use_rfc3339=True,
-    location=None,
-    xray_trace_id=None,
-    serialize_stacktrace=False,
-)
+
+logger = Logger(service=SERVICE, logger_formatter=LeanLines())
 # Powertools filters its records out of the root handlers that exist when it is made; a worker
 # adds Celery's later, which would print each JSON line a second time as text.
 logging.getLogger(SERVICE).propagate = False
@@ -237,16 +234,18 @@ class TaskMetrics:
         """Note one value of metric ``name`` for ``task_name`` on ``queue``.
 
         Log bytes are billed per task: a count is kept as one running sum per line (CloudWatch's
-        Sum, the statistic counts are read by, is the same; only SampleCount differs), and
-        durations and sizes are written to 0.1 ms and whole bytes, not as Python's repr of a float.
+        Sum, the statistic counts are read by, is the same; only SampleCount differs), sizes are
+        whole bytes and times 0.1 ms under 100 ms, whole ms above (SentTimestamp, which a queue
+        wait is measured from, has whole ms), not Python's repr of a float.
         """
         key = (task_name, queue or "unknown")
+        short = unit == MetricUnit.Bytes or (unit == MetricUnit.Milliseconds and value >= 100)
         with self._lock:
             _, values = self._values.setdefault(key, {}).setdefault(name, (unit, []))
             if unit == MetricUnit.Count and values:
                 values[0] += value
             else:
-                values.append(round(value) if unit == MetricUnit.Bytes else round(value, 1))
+                values.append(round(value) if short else round(value, 1))
             self._fullest = max(self._fullest, len(values))
             if self._since is None:
                 self._since = self._clock()
@@ -290,7 +289,18 @@ class TaskMetrics:
                 for name, (unit, all_values) in noted.items():
                     for value in all_values[start : start + MAX_VALUES]:
                         line.add_metric(name=name, unit=unit, value=value)
-                write(json.dumps(line.serialize_metric_set(), separators=(",", ":")))
+                write(emf_line(line))
+
+
+def emf_line(metrics: EphemeralMetrics) -> str:
+    """One EMF document as a line, each value as short as it reads: ``3`` for Powertools'
+    ``[3.0]``, ``[1244, 0.5]`` for ``[1244.0, 0.5]`` (EMF takes a number or a list of them)."""
+    document: dict[str, Any] = dict(metrics.serialize_metric_set())
+    for directive in document["_aws"]["CloudWatchMetrics"]:
+        for metric in directive["Metrics"]:
+            values = [int(v) if float(v).is_integer() else v for v in document[metric["Name"]]]
+            document[metric["Name"]] = values[0] if len(values) == 1 else values
+    return json.dumps(document, separators=(",", ":"))
 
 
 task_metrics = TaskMetrics()
@@ -360,11 +370,14 @@ def log_outcome(fields: Mapping[str, object], traceback: str | None = None) -> N
 
 
 def log_invocation(records: int) -> None:
-    """The invocation's :data:`BATCH_RECEIVED` line with its request id, cold start and X-Ray
-    trace id, which the task lines that follow go without (see :data:`INVOCATION_KEYS`)."""
+    """At DEBUG, the invocation's :data:`BATCH_RECEIVED` line with its request id, cold start
+    and X-Ray trace id, which the task lines that follow go without (see
+    :data:`INVOCATION_KEYS`). Not above DEBUG: Lambda's own START and REPORT lines around the
+    invocation's lines carry its request id (and REPORT its X-Ray id and init duration), and the
+    ``RecordsReceived`` and ``ColdStart`` metrics count the rest."""
     trace = os.environ.get("_X_AMZN_TRACE_ID", "").split(";")[0].removeprefix("Root=")
     logger.remove_keys(LOG_GROUP_KEYS)
-    logger.info(BATCH_RECEIVED, records=records, xray_trace_id=trace or None)
+    logger.debug(BATCH_RECEIVED, records=records, xray_trace_id=trace or None)
     logger.remove_keys(INVOCATION_KEYS)
 
 

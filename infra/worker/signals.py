@@ -16,7 +16,6 @@ thread when the worker is idle), and at process and worker shutdown.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -38,6 +37,7 @@ from infra.core.observability import (
     MetricValue,
     TaskMetrics,
     debug_fields,
+    emf_line,
     eta_lag_ms,
     log_outcome,
     outcome_fields,
@@ -164,7 +164,7 @@ def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
 def _consumer_metric(name: str) -> None:
     line = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
     line.add_metric(name=name, unit=MetricUnit.Count, value=1)
-    _write(json.dumps(line.serialize_metric_set(), separators=(",", ":")))
+    _write(emf_line(line))
 
 
 def _rejected(**_: Any) -> None:

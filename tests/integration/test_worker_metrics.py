@@ -129,7 +129,7 @@ def _counted_once(log: Path, count: int) -> dict[str, list[float]]:
     return metrics
 
 
-def test_many_tasks_are_a_few_documents_and_under_300_bytes_each(
+def test_many_tasks_are_a_few_documents_and_under_200_bytes_each(
     queue_env: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     name, env = queue_env
@@ -143,7 +143,7 @@ def test_many_tasks_are_a_few_documents_and_under_300_bytes_each(
     assert len(documents) <= 2 * math.ceil(count / MAX_VALUES) + children
     assert all(doc["queue"] == name for doc in documents)
     after_ready = log.read_bytes().split(b"ready.", 1)[1]
-    assert len(after_ready) / count <= 300
+    assert len(after_ready) / count <= 200
 
 
 @pytest.mark.parametrize(

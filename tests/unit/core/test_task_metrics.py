@@ -60,7 +60,7 @@ def test_one_line_per_task_and_queue_with_its_values_in_order() -> None:
         "t.b",
         "unknown",
     )
-    assert a[METRIC_RECEIVED] == [1.0] and a[METRIC_DURATION] == [2.5, 1.5]
+    assert a[METRIC_RECEIVED] == 1 and a[METRIC_DURATION] == [2.5, 1.5]
     assert a["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [
         {"Name": METRIC_RECEIVED, "Unit": "Count"},
         {"Name": METRIC_DURATION, "Unit": "Milliseconds"},
@@ -77,7 +77,7 @@ def test_over_max_values_a_pair_takes_more_lines_and_powertools_prints_none(
 
     first, second = _written(metrics)
 
-    assert len(first[METRIC_DURATION]) == MAX_VALUES and first[METRIC_RECEIVED] == [3.0]
+    assert len(first[METRIC_DURATION]) == MAX_VALUES and first[METRIC_RECEIVED] == 3
     assert len(second[METRIC_DURATION]) == 51 and METRIC_RECEIVED not in second
     assert capsys.readouterr().out == ""
 
@@ -110,7 +110,7 @@ def test_due_when_the_oldest_value_is_max_age_old() -> None:
     clock.now += 0.1
 
     [line] = _written(metrics, max_age=1)
-    assert line[METRIC_RECEIVED] == [2.0]
+    assert line[METRIC_RECEIVED] == 2
     clock.now += 5
     assert _written(metrics, max_age=1) == []  # nothing held: nothing is old
 
@@ -132,19 +132,23 @@ def test_threads_adding_and_flushing_together_lose_and_repeat_no_value() -> None
     metrics.flush(lines.append)
 
     values = [json.loads(line)[METRIC_RECEIVED] for line in lines]
-    assert sum(sum(v) for v in values) == 16_000
-    assert max(len(v) for v in values) == 1
+    assert sum(values) == 16_000  # each line one running sum (a number, not a list)
 
 
-def test_counts_are_one_sum_and_durations_and_sizes_are_short() -> None:
-    """Log bytes are billed per task: ten tasks of a batch write one count, not ten 1.0s."""
+def test_counts_are_one_sum_and_times_and_sizes_are_short() -> None:
+    """Log bytes are billed per task: ten tasks of a batch write one count, not ten 1.0s; a
+    time is 0.1 ms under 100 ms and whole ms above; a single value is a number, not a list."""
     metrics = TaskMetrics()
     _received(metrics, 10)
     metrics.add("t.a", "q", METRIC_DURATION, MetricUnit.Milliseconds, 19.575787999997374)
+    metrics.add("t.a", "q", METRIC_DURATION, MetricUnit.Milliseconds, 148.43)
+    metrics.add("t.a", "q", METRIC_DURATION, MetricUnit.Milliseconds, 3.0)
     metrics.add("t.a", "q", METRIC_PAYLOAD_SIZE, MetricUnit.Bytes, 1372.0)
+    lines: list[str] = []
 
-    [line] = _written(metrics)
+    metrics.flush(lines.append)
 
-    assert line[METRIC_RECEIVED] == [10.0]
-    assert line[METRIC_DURATION] == [19.6]
-    assert line[METRIC_PAYLOAD_SIZE] == [1372]
+    [raw] = lines
+    assert f'"{METRIC_RECEIVED}":10,' in raw
+    assert f'"{METRIC_DURATION}":[19.6,148,3]' in raw
+    assert f'"{METRIC_PAYLOAD_SIZE}":1372' in raw
