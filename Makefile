@@ -28,12 +28,12 @@ lint: $(STAMP)
 test: tools-install lint
 	$(BIN)/pytest -n 3 --dist loadfile
 
-# The quick loop: unit and functional tests in two processes, on embedded emulators of their own,
-# without those that start real CLI processes or consumers (integration), LocalStack or the tools
-# of .tools/ (SAM CLI, checkov): it needs only .venv; the fuzz tests draw a tenth of their examples
-# (tests/fuzzing.py). `make test` runs everything, in full.
+# The quick loop: unit and functional tests in three processes, each with an emulator of its own,
+# without those that start real CLI processes or consumers (integration), need LocalStack or lint
+# the template (tools: cfn-lint, SAM CLI, checkov). It needs only .venv, and its fuzz tests draw a
+# tenth of their examples (tests/fuzzing.py). `make test` runs everything, in full.
 test-fast: $(STAMP)
-	CELERY_LAMBDA_QUICK_FUZZ=1 $(BIN)/pytest -n 2 --dist loadfile \
+	CELERY_LAMBDA_QUICK_FUZZ=1 $(BIN)/pytest -n 3 --dist loadfile \
 		-m "not integration and not localstack and not tools" tests/unit tests/functional
 
 # TASKS=3000 make bench: the same table at another backlog (per-task figures should not move).

@@ -30,10 +30,12 @@ from tests.unit.template.rules import (
 # ------------------------------------------------------------------ lint and translation
 
 
+@pytest.mark.tools
 def test_cfn_lint_reports_nothing() -> None:
     assert lint() == []
 
 
+@pytest.mark.tools
 @pytest.mark.parametrize("worker_service", [False, True])
 def test_cfn_lint_reports_nothing_on_the_translation(tmp_path: Path, worker_service: bool) -> None:
     # cfn-lint checks SAM resources against SAM's schemas without translating them: a !Ref in
@@ -43,6 +45,7 @@ def test_cfn_lint_reports_nothing_on_the_translation(tmp_path: Path, worker_serv
     assert lint(write_translation(tmp_path, template)) == []
 
 
+@pytest.mark.tools
 def test_lint_of_the_translation_finds_what_the_sam_source_hides(tmp_path: Path) -> None:
     template = load_template()
     env = template["Globals"]["Function"]["Environment"]["Variables"]
@@ -59,6 +62,7 @@ def test_lint_of_the_translation_finds_what_the_sam_source_hides(tmp_path: Path)
     assert any("NoSuchQueue" in m for m in found), found
 
 
+@pytest.mark.tools
 def test_lint_reports_a_broken_template(tmp_path: Path) -> None:
     broken = tmp_path / "template.yaml"
     broken.write_text(

@@ -342,6 +342,7 @@ def test_the_execution_role_reads_only_the_token_and_pulls_only_its_image(
 # ------------------------------------------------------------------ the whole template
 
 
+@pytest.mark.tools
 def test_on_without_the_worker_service_it_translates_and_lints_clean(
     sam: Template, tmp_path: Path
 ) -> None:
