@@ -33,6 +33,7 @@ from infra.consumer.seams import Claims, Pacer
 from infra.consumer.settlement import Settlement
 from infra.consumer.timelimits import DeadlineReached
 from infra.consumer.unknown import tell_unregistered
+from infra.consumer.worker_state import redelivered
 from infra.core.errors import CeleryLambdaError, MessageDecodeError, StoreError, UnknownTaskError
 from infra.core.hooks import Hooks
 from infra.core.observability import (
@@ -375,7 +376,7 @@ class Pipeline:
         try:
             with tracer().provider.in_subsegment(f"## {message.task_name}"):
                 outcome = self.runner.run(
-                    message,
+                    redelivered(message, record),
                     deadline=self._remaining(context),
                     consumer=_owner(context),
                     results=self.outcomes.deferring,

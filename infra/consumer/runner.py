@@ -24,6 +24,7 @@ from celery.exceptions import Reject
 from celery.signals import task_failure, task_revoked
 from celery.utils.log import get_logger
 
+from infra.consumer import worker_state
 from infra.consumer.seams import OutcomeWriter
 from infra.consumer.timelimits import HardTimeLimitReached, time_limits
 from infra.core.errors import UnknownTaskError
@@ -134,11 +135,31 @@ class Runner:
         """Trace the task; ``deadline`` is seconds until the invocation must stop it, ``results``
         the batch its outcome is written with (see :meth:`request`).
 
+        The task is received, active and ready in ``celery.worker.state`` and announced by
+        ``task_received``, as on a worker (:mod:`infra.consumer.worker_state`).
+
         Raises:
             UnknownTaskError: the task is not registered.
             DeadlineReached: the invocation deadline interrupted the task (retry the record).
             Exception: the result store failed while recording the outcome.
         """
+        request = worker_state.received(self, self.task(message), message)
+        worker_state.accepted(request)
+        outcome: Outcome | None = None
+        try:
+            outcome = self._trace(message, deadline, consumer, results)
+        finally:
+            succeeded = outcome is not None and outcome.state == states.SUCCESS
+            worker_state.ready(request, succeeded=succeeded)
+        return outcome
+
+    def _trace(
+        self,
+        message: TaskMessage,
+        deadline: float | None,
+        consumer: str | None,
+        results: OutcomeWriter | None,
+    ) -> Outcome:
         soft, hard = self.limits(message)
         tracer = self._tracer(message.task_name)
         started = time.monotonic()

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from celery import Celery
 from celery._state import connect_on_app_finalize
 
 from devtools.cloud.deploy import Deployment
@@ -39,8 +40,16 @@ TIMEOUT = float(os.environ.get("CELERY_SUITE_TIMEOUT", "60"))
 WINDOW = os.environ.get("CELERY_SUITE_BATCHING_WINDOW")
 """The Lambda path's batching window in seconds, if not the template's (1 s)."""
 
-# As a user's app is set up (README): every app the suite makes, the session's and each test's.
-connect_on_app_finalize(configure)
+
+def _configure(app: Celery) -> None:
+    """As a user's app is set up (README): every app the suite makes, the session's and each
+    test's. Claims where the app has the claiming task base (Celery's test apps, from
+    ``celery_parameters``); Celery's default app, finalized when ``t.integration.tasks`` is
+    imported, has its task base built by then, so ``configure`` would refuse claims on it."""
+    configure(app, claims=app.task_cls != Celery.task_cls)
+
+
+connect_on_app_finalize(_configure)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -83,11 +83,15 @@ class Outcome:
     first_line: str
 
 
-def start_path(path: str, tree: Path, timeout: float, extra: list[str]) -> subprocess.Popen[bytes]:
-    """Start one pytest run of the modules on ``path`` (its log and JUnit XML in the cache)."""
-    report = CACHE / f"{path}.xml"
+def start_path(
+    path: str, tree: Path, out: Path, timeout: float, extra: list[str]
+) -> subprocess.Popen[bytes]:
+    """Start one pytest run of the modules on ``path`` (its log and JUnit XML in ``out``)."""
+    report = out / f"{path}.xml"
     report.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pytest", *MODULES, "-p", "celery.contrib.pytest"]
+    # Node ids (t/integration/...) among the arguments replace the two modules: a subset.
+    modules = [] if any(a.startswith("t/") for a in extra) else list(MODULES)
+    command = [sys.executable, "-m", "pytest", *modules, "-p", "celery.contrib.pytest"]
     command += ["-p", "no:cacheprovider", "-q", "-rN", "--tb=line", f"--junitxml={report}"]
     command += [f"--deselect={node}" for node, _ in deselected()]
     env = {
@@ -98,28 +102,29 @@ def start_path(path: str, tree: Path, timeout: float, extra: list[str]) -> subpr
         "TEST_BACKEND": "infra.store.results:DynamoDBBackend",
         "CELERY_SUITE_BATCHING_WINDOW": os.environ.get("CELERY_SUITE_BATCHING_WINDOW", ""),
     }
-    with (CACHE / f"{path}.log").open("wb") as out:
+    with (out / f"{path}.log").open("wb") as log:
         return subprocess.Popen(
-            [*command, *extra], cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT
+            [*command, *extra], cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
 
 def run_paths(
-    paths: list[str], tree: Path, timeout: float, extra: list[str], parallel: bool
+    paths: list[str], tree: Path, out: Path, timeout: float, extra: list[str], parallel: bool
 ) -> dict[str, dict[str, Outcome]]:
     """Each path's outcomes by node id, the paths one after the other or side by side."""
     started, running = time.monotonic(), {}
+    out.mkdir(parents=True, exist_ok=True)
     for path in paths:
-        running[path] = start_path(path, tree, timeout, extra)
+        running[path] = start_path(path, tree, out, timeout, extra)
         if not parallel:
             running[path].wait()
     for path, process in running.items():
         process.wait()
-        log = (CACHE / f"{path}.log").relative_to(ROOT)
+        log = out / f"{path}.log"
         print(f"{path}: done after {time.monotonic() - started:.0f} s, log {log}")
         if process.returncode not in (0, 1):  # 1: tests failed; else pytest itself did
             raise SystemExit(f"{path}: pytest exited with {process.returncode}, see {log}")
-    return {path: outcomes(CACHE / f"{path}.xml") for path in paths}
+    return {path: outcomes(out / f"{path}.xml") for path in paths}
 
 
 def _environ() -> dict[str, str]:
@@ -161,13 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per test")
     parser.add_argument("--path", choices=PATHS, action="append", help="one path only")
     parser.add_argument("--parallel", action="store_true", help="both paths side by side")
-    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (-k ...)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=CACHE,
+        help="directory of the logs and reports (a subset run beside a full one)",
+    )
+    parser.add_argument(
+        "pytest_args",
+        nargs="*",
+        help="more pytest arguments after --: a subset by -k or node ids (t/integration/...)",
+    )
     args = parser.parse_args(argv)
     version = celery.__version__
     tree = extract(sdist(version), version)
     print(f"Celery {version}: {', '.join(MODULES)}; {len(deselected())} deselected")
     paths = list(args.path or PATHS)
-    results = run_paths(paths, tree, args.timeout, args.pytest_args, args.parallel)
+    out = args.out.resolve()
+    results = run_paths(paths, tree, out, args.timeout, args.pytest_args, args.parallel)
     for path, found in results.items():
         print(f"{path}: {counts(found)}")
     worker, lam = results.get("worker", {}), results.get("lambda", {})

@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 from celery import Celery, chain, group
-from celery.signals import task_success
+from celery.canvas import StampingVisitor
+from celery.exceptions import Reject
+from celery.signals import task_received, task_success
+from celery.worker import state as worker_state
+from celery.worker.request import Request
 
 from devtools import testing
 from devtools.cloud.deploy import Deployment
@@ -35,6 +39,28 @@ configure(app)
 @app.task(name="lambda_fixture.add", shared=False)
 def add(x: int, y: int) -> int:
     return x + y
+
+
+@app.task(name="lambda_fixture.active", shared=False, bind=True)
+def active(self: Any) -> bool:
+    return self.request.id in {request.id for request in worker_state.active_requests}
+
+
+@app.task(name="lambda_fixture.fail", shared=False)
+def fail() -> None:
+    raise ValueError("on purpose")
+
+
+@app.task(name="lambda_fixture.second_time", shared=False, bind=True, acks_late=True)
+def second_time(self: Any) -> str:
+    if not self.request.delivery_info.get("redelivered"):
+        raise Reject(requeue=True)
+    return "redelivered"
+
+
+class Stamp(StampingVisitor):
+    def on_signature(self, sig: Any, **headers: Any) -> dict[str, Any]:
+        return {"stamp": 42}
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +120,51 @@ def test_stopping_is_clean(deployment: Deployment) -> None:
     assert counts(queue_url(deployment))[0] == 1
     with start_lambda(app, deployment=deployment, perform_ping_check=False):
         assert late.get(timeout=60) == 4
+
+
+def test_task_received_gives_receivers_a_worker_request(deployment: Deployment) -> None:
+    seen: dict[str, Any] = {}
+
+    def receiver(sender: Any = None, request: Any = None, **_: Any) -> None:
+        seen[request.id] = (sender, request)
+
+    signature = add.si(1, 1)
+    signature.stamp(visitor=Stamp())
+    signature.link(add.si(2, 2))
+    task_received.connect(receiver, weak=False)
+    try:
+        with start_lambda(app, deployment=deployment, perform_ping_check=False):
+            result = signature.apply_async()
+            assert result.get(timeout=60) == 2
+    finally:
+        task_received.disconnect(receiver)
+
+    sender, request = seen[result.id]
+    assert isinstance(request, Request)  # what Celery's strategy sends, as Celery's tests read it
+    assert (request.name, request.args, request.replaced_task_nesting) == (add.name, [1, 1], 0)
+    assert request.stamps == {"stamp": 42}
+    [callback] = request._Request__payload[2]["callbacks"]
+    assert callback["task"] == add.name
+    assert sender.app is app
+
+
+def test_worker_state_counts_what_ran_as_a_worker_does(deployment: Deployment) -> None:
+    before = worker_state.total_count[add.name]
+    with start_lambda(app, deployment=deployment, perform_ping_check=False):
+        ok, running, failed = add.delay(3, 4), active.delay(), fail.delay()
+        assert ok.get(timeout=60) == 7
+        assert running.get(timeout=60) is True  # active while it ran
+        with pytest.raises(ValueError):
+            failed.get(timeout=60)
+
+    assert ok.id in worker_state.successful_requests
+    assert failed.id not in worker_state.successful_requests
+    assert worker_state.total_count[add.name] == before + 1
+    ids = {request.id for request in worker_state.active_requests | worker_state.reserved_requests}
+    assert not ids & {ok.id, running.id, failed.id}
+    assert not {ok.id, running.id, failed.id} & set(worker_state.requests)
+
+
+def test_a_message_received_again_says_redelivered(deployment: Deployment) -> None:
+    with start_lambda(app, deployment=deployment, perform_ping_check=False):
+        assert second_time.delay().get(timeout=60) == "redelivered"
