@@ -140,6 +140,8 @@ clean:
 # in .tools/celery-suite/) through a stock worker and through the Lambda path, on the emulator;
 # fails when a test passes on the worker only. ARGS="--parallel" runs both paths side by side;
 # CELERY_SUITE_BATCHING_WINDOW=0 gives the Lambda path no batching window (the template's is 1 s).
+# ARGS="--path lambda --out /tmp/x -- -k replace" runs a subset (pytest arguments after --; node
+# ids replace the two modules) without overwriting a full run's reports.
 .PHONY: celery-suite
 celery-suite: $(STAMP)
 	$(BIN)/python -m tests.celery_suite.run $(ARGS)
