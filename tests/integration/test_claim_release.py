@@ -7,7 +7,6 @@ Without the release the replacement found the id "running on worker:…" until t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -16,42 +15,22 @@ from pathlib import Path
 import pytest
 from celery import states
 
-from devtools.cloud.deploy import Deployment, EventSource
-from devtools.cloud.session import point_app_at
-from infra.core import aws
+from devtools.cloud.deploy import Deployment
 from tests.apps import probe
+from tests.integration.two_paths import Queues, worker_and_lambda_queues
 from tests.invoke import invoke
-from tests.sqs_helpers import predefine, queue_with_dlq, receive
+from tests.sqs_helpers import receive
 from tests.workers import celery_worker, outcome_lines
 
 pytestmark = pytest.mark.integration
 
 
-@dataclasses.dataclass(frozen=True)
-class Queues:
-    worker: str
-    """The queue a real ``celery worker`` consumes."""
-    lambda_: EventSource
-    """Served by the handler in this process."""
-    urls: dict[str, str]
-
-
 @pytest.fixture
 def queues(cloud: Deployment, monkeypatch: pytest.MonkeyPatch) -> Iterator[Queues]:
-    [celery_source] = [s for s in cloud.event_sources if s.queue_arn.endswith("-celery")]
-    suffix = uuid.uuid4().hex[:8]
-    names = f"replaced-w-{suffix}", f"replaced-l-{suffix}"
-    worker, lambda_ = (queue_with_dlq(n, attributes={"VisibilityTimeout": "60"}) for n in names)
-    urls = dict(zip(names, (worker.url, lambda_.url), strict=True))
-    point_app_at(probe.app, cloud)
-    predefine(probe.app, urls)
-    monkeypatch.setenv("CELERY_APP", "tests.apps.probe:app")
-    monkeypatch.setenv("CELERY_QUEUE_URLS", json.dumps(urls))
-    source = dataclasses.replace(celery_source, queue_url=lambda_.url, queue_arn=lambda_.arn)
-    yield Queues(names[0], source, urls)
-    for queue in (worker, lambda_):
-        for url in (queue.url, queue.dlq_url):
-            aws.client("sqs").delete_queue(QueueUrl=url)
+    with worker_and_lambda_queues(
+        probe.app, "tests.apps.probe:app", cloud, monkeypatch, "replaced"
+    ) as queues:
+        yield queues
 
 
 def test_a_task_replaced_on_a_worker_runs_its_replacement_on_the_lambda_path(

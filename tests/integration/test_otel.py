@@ -10,12 +10,10 @@ it cannot share that exporter, so it writes its spans to a file (:mod:`tests.app
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,30 +27,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from devtools.cloud.deploy import Deployment, EventSource
-from devtools.cloud.session import point_app_at
-from infra.consumer import runtime
-from infra.core import aws
+from devtools.cloud.deploy import Deployment
 from infra.core.errors import UnknownQueueError
 from tests.apps import traced
+from tests.integration.two_paths import Queues, worker_and_lambda_queues
 from tests.invoke import invoke
-from tests.sqs_helpers import predefine, queue_with_dlq, receive
+from tests.sqs_helpers import receive
 from tests.workers import ROOT, celery_worker
 
 pytestmark = pytest.mark.integration
-
-
-@dataclasses.dataclass(frozen=True)
-class Queues:
-    worker: str
-    """The queue a real ``celery worker`` consumes."""
-    lambda_: EventSource
-    """Served by the handler in this process."""
-    urls: dict[str, str]
-
-    @property
-    def lambda_name(self) -> str:
-        return self.lambda_.queue_url.rsplit("/", 1)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +55,11 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 def queues(
     cloud: Deployment, monkeypatch: pytest.MonkeyPatch, exporter: InMemorySpanExporter
 ) -> Iterator[Queues]:
-    [celery_source] = [s for s in cloud.event_sources if s.queue_arn.endswith("-celery")]
-    suffix = uuid.uuid4().hex[:8]
-    names = f"traced-w-{suffix}", f"traced-l-{suffix}"
-    worker, lambda_ = (queue_with_dlq(n, attributes={"VisibilityTimeout": "60"}) for n in names)
-    urls = dict(zip(names, (worker.url, lambda_.url), strict=True))
-    point_app_at(traced.app, cloud)
-    predefine(traced.app, urls)
-    monkeypatch.setenv("CELERY_APP", "tests.apps.traced:app")
-    monkeypatch.setenv("CELERY_QUEUE_URLS", json.dumps(urls))
-    runtime.pipeline.cache_clear()
-    exporter.clear()
-    source = dataclasses.replace(celery_source, queue_url=lambda_.url, queue_arn=lambda_.arn)
-    yield Queues(names[0], source, urls)
-    runtime.pipeline.cache_clear()
-    for queue in (worker, lambda_):
-        for url in (queue.url, queue.dlq_url):
-            aws.client("sqs").delete_queue(QueueUrl=url)
+    with worker_and_lambda_queues(
+        traced.app, "tests.apps.traced:app", cloud, monkeypatch, "traced"
+    ) as queues:
+        exporter.clear()
+        yield queues
 
 
 def _one(spans: list[ReadableSpan], kind: SpanKind, name: str) -> ReadableSpan:
