@@ -3,12 +3,35 @@ publishing makes, counted by operation. Never its timings."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import uuid
+from collections.abc import Iterator
+
+import pytest
 
 from devtools.bench.publish import BATCHED, LOOP, UNBATCHED, measure
 from devtools.cloud.deploy import Deployment
+from devtools.cloud.session import point_app_at
+from infra.core import aws
 
 TASKS = 30
+
+
+@pytest.fixture
+def cloud(cloud: Deployment) -> Iterator[Deployment]:
+    """The session's deployment with the ``celery`` queue on one of this test's own: the bench
+    counts what the queue holds, and a consumer of the session's queue would take some of it."""
+    from tasks import app
+
+    sqs = aws.client("sqs")
+    url = sqs.create_queue(QueueName=f"bench-publish-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    urls = {**json.loads(cloud.environment["CELERY_QUEUE_URLS"]), "celery": url}
+    environment = {**cloud.environment, "CELERY_QUEUE_URLS": json.dumps(urls)}
+    yield dataclasses.replace(cloud, environment=environment)
+    point_app_at(app, cloud)  # measure() left the app on this test's queue
+    sqs.delete_queue(QueueUrl=url)
 
 
 def test_a_batched_group_sends_batches_of_ten(cloud: Deployment) -> None:
