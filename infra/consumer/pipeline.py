@@ -50,7 +50,7 @@ from infra.core.observability import (
     MetricUnit,
     logger,
     metrics,
-    tracer,
+    subsegment,
 )
 from infra.core.settings import Settings
 from infra.core.tracing import record_span
@@ -374,7 +374,7 @@ class Pipeline:
         self.outcomes.started(message.task_id, record["messageId"])
         before = self.memory.measure()
         try:
-            with tracer().provider.in_subsegment(f"## {message.task_name}"):
+            with subsegment(f"## {message.task_name}"):
                 outcome = self.runner.run(
                     redelivered(message, record),
                     deadline=self._remaining(context),
