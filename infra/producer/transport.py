@@ -58,8 +58,8 @@ from infra.producer.publish import (
     offloaded,
     send_request,
 )
-from infra.wire.offload import PayloadStore, Pointer, parse_pointer, size_attribute
-from infra.wire.requeue import Hold, Queued, hand_back
+from infra.wire.offload import PayloadStore, Pointer, parse_pointer
+from infra.wire.requeue import Hold, hand_back, of_message
 from infra.wire.timing import zoned_time
 
 __all__ = ["ACK_BATCH_SECONDS", "TRANSPORT", "Channel", "Transport", "batched", "delete_batch"]
@@ -128,6 +128,15 @@ class Channel(SQS.Channel):
         """How long an acked message may wait to be deleted with others (0: at once)."""
         value = self.transport_options.get("ack_batch_seconds")
         return ACK_BATCH_SECONDS if value is None else float(value)
+
+    @property
+    def get_message_attributes(self) -> dict[str, Any]:
+        """kombu's attributes to receive, and ``MessageGroupId`` (a tenant) for a hand-back."""
+        wanted: dict[str, Any] = super().get_message_attributes
+        system = list(wanted["MessageSystemAttributeNames"])
+        if "ALL" not in system:
+            system = sorted({*system, "MessageGroupId"})
+        return {**wanted, "MessageSystemAttributeNames": system}
 
     def payloads(self) -> PayloadStore:
         """The store for offloaded bodies: the configured bucket."""
@@ -239,7 +248,7 @@ class Channel(SQS.Channel):
         if wait is None or wait <= WORKER_HOLD_SECONDS:
             return False
         client = self.sqs(queue=qname)
-        step = hand_back(_queued(message, q_url), wait, time.time())
+        step = hand_back(of_message(message, q_url, message.get(POINTER_KEY)), wait, time.time())
         try:
             if isinstance(step, Hold):
                 client.change_message_visibility(**step.request)
@@ -349,20 +358,6 @@ class Channel(SQS.Channel):
     def close(self) -> None:
         self.flush_acks()
         super().close()
-
-
-def _queued(message: dict[str, Any], q_url: str) -> Queued:
-    """A received message as handing it back needs it (a pointer body stays a pointer)."""
-    pointer: Pointer | None = message.get(POINTER_KEY)
-    attributes = dict(message.get("MessageAttributes") or {})
-    if pointer is not None:
-        attributes.update(size_attribute(len(message["Body"].encode())))
-    return Queued(
-        queue_url=q_url,
-        receipt_handle=message["ReceiptHandle"],
-        body=pointer.body() if pointer else message["Body"],
-        attributes=attributes,
-    )
 
 
 class _ThrottleTolerantConnection(AsyncSQSConnection):

@@ -5,10 +5,13 @@ limit, the worker's transport for a task whose ETA is too far to wait for in mem
 queue gets the same body again with ``DelaySeconds`` (at most 15 minutes; the original is then
 acked). A FIFO queue takes no per-message delay and a re-send would reorder its group, so the
 original is kept invisible instead; SQS ends a message's visibility twelve hours after its first
-receive, so a hold is cut to what is left of that.
+receive, so a hold is cut to what is left of that. A re-send keeps the message's
+``MessageGroupId``: on a standard queue that is its tenant (SQS fair queues), which a later turn
+must not lose.
 
 Pure: :func:`hand_back` decides and builds the request; the consumer sends it. A Lambda record
-is described by :func:`of_record` without a GetQueueUrl.
+is described by :func:`of_record` without a GetQueueUrl, a message received by kombu by
+:func:`of_message`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from infra.core.limits import SQS_MAX_DELAY_SECONDS, SQS_MAX_VISIBILITY_SECONDS
 from infra.core.queues import is_fifo_queue, queue_name
 from infra.core.settings import Settings
+from infra.wire.offload import Pointer, size_attribute
 
 __all__ = [
     "Hold",
@@ -30,6 +34,7 @@ __all__ = [
     "hand_back",
     "hold_request",
     "is_fifo",
+    "of_message",
     "of_record",
     "queue_url_for_arn",
     "resend_request",
@@ -49,6 +54,8 @@ class Queued:
     first_receive: float | None = None
     """Epoch seconds of the message's first receive; None when unknown (a hold then stays
     within half of SQS's twelve hours, leaving room for earlier holds)."""
+    group_id: str | None = None
+    """Its ``MessageGroupId``: on a standard queue, the tenant of a fair queue."""
 
     @property
     def fifo(self) -> bool:
@@ -86,6 +93,8 @@ def resend_request(message: Queued, seconds: float) -> dict[str, Any]:
     }
     if message.attributes:
         request["MessageAttributes"] = dict(message.attributes)
+    if message.group_id:
+        request["MessageGroupId"] = message.group_id
     return request
 
 
@@ -112,6 +121,22 @@ def of_record(record: Mapping[str, Any], settings: Settings) -> Queued:
         body=record["body"],
         attributes=sqs_attributes(record.get("messageAttributes") or {}),
         first_receive=first_ms / 1000,
+        group_id=record["attributes"].get("MessageGroupId"),
+    )
+
+
+def of_message(message: Mapping[str, Any], queue_url: str, pointer: Pointer | None) -> Queued:
+    """A message as ReceiveMessage returns it (``pointer``: what its fetched body came from, which
+    is what a re-send carries again)."""
+    attributes = dict(message.get("MessageAttributes") or {})
+    if pointer is not None:
+        attributes.update(size_attribute(len(message["Body"].encode())))
+    return Queued(
+        queue_url=queue_url,
+        receipt_handle=message["ReceiptHandle"],
+        body=pointer.body() if pointer else message["Body"],
+        attributes=attributes,
+        group_id=(message.get("Attributes") or {}).get("MessageGroupId"),
     )
 
 

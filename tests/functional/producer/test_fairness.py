@@ -8,13 +8,21 @@ consumed by the Lambda handler (through a real Lambda SQS event) and by kombu's 
 
 moto's server keeps a ``MessageGroupId`` sent to a standard queue and returns it among the
 system attributes, without FIFO semantics (messages of one group are received together).
+
+A task handed back for a later turn keeps its tenant, on the Lambda path and on a real worker.
+A re-send for an ETA over 15 minutes stays invisible for 15 minutes, so what moto holds is read
+from its ``/moto-api/data.json`` (every message it keeps, delayed ones too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +30,7 @@ from celery import group
 from kombu import Connection
 from kombu.transport import SQS
 
-from devtools.cloud.deploy import Deployment
+from devtools.cloud.deploy import Deployment, EventSource
 from devtools.cloud.emulator import request_counts
 from devtools.cloud.lambda_events import build_event
 from devtools.cloud.session import point_app_at
@@ -33,6 +41,7 @@ from infra.core.settings import Settings
 from tests.apps import probe
 from tests.invoke import invoke
 from tests.sqs_helpers import counts, queue_arn, queue_with_dlq, receive
+from tests.workers import celery_worker
 
 QUEUE = "fairness"
 
@@ -58,6 +67,29 @@ def queue_url(cloud: Deployment) -> Iterator[str]:
         yield url
     finally:
         _retarget(options)
+
+
+@pytest.fixture
+def lambda_source(
+    queue_url: str, cloud: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EventSource]:
+    """The event source of the handler serving the probe app from the ``fairness`` queue."""
+    monkeypatch.setenv("CELERY_APP", "tests.apps.probe:app")
+    runtime.pipeline.cache_clear()
+    try:
+        yield dataclasses.replace(
+            cloud.event_sources[0], queue_url=queue_url, queue_arn=queue_arn(queue_url)
+        )
+    finally:
+        runtime.pipeline.cache_clear()
+
+
+def _delayed_in_group(group_id: str) -> int:
+    """How many messages moto keeps delayed (not receivable yet) with ``group_id``."""
+    endpoint = Settings.from_env().endpoint_url or ""
+    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=30) as response:
+        messages = json.load(response)["sqs"]["Message"]
+    return sum(1 for m in messages if m.get("group_id") == group_id and m.get("delayed"))
 
 
 def _groups(messages: list[dict[str, Any]]) -> list[str | None]:
@@ -158,3 +190,61 @@ def test_moto_keeps_a_group_id_on_a_standard_queue_without_fifo_order(queue_url:
     )
 
     assert _groups(response["Messages"]) == ["g", "g"]  # a FIFO queue would hand out one
+
+
+def test_a_task_the_lambda_handler_hands_back_keeps_its_tenant(
+    queue_url: str, lambda_source: EventSource
+) -> None:
+    # DelaySeconds=0: as from a stock producer, so the task arrives before it is due.
+    probe.record.apply_async(
+        (uuid.uuid4().hex, 1), queue=QUEUE, headers={"tenant": "acme"}, countdown=2, DelaySeconds=0
+    )
+    [message] = receive(queue_url, 1)
+
+    assert invoke(lambda_source, [message]) == []
+
+    [again] = receive(queue_url, 1)
+    assert again["MessageId"] != message["MessageId"]
+    assert again["Body"] == message["Body"]
+    assert again["Attributes"]["MessageGroupId"] == "acme"
+
+
+def test_a_task_due_after_15_minutes_keeps_its_tenant_on_the_lambda_path(
+    queue_url: str, lambda_source: EventSource
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex}"
+    result = probe.record.apply_async(
+        (uuid.uuid4().hex, 1),
+        queue=QUEUE,
+        headers={"tenant": tenant},
+        countdown=1200,
+        DelaySeconds=0,
+    )
+    [message] = receive(queue_url, 1)
+
+    assert invoke(lambda_source, [message]) == []
+
+    assert counts(queue_url) == (0, 0, 1)
+    assert _delayed_in_group(tenant) == 1  # the re-send, for its next 15 minutes
+    assert probe.app.AsyncResult(result.id).state == "PENDING"
+
+
+def test_a_task_a_worker_hands_back_keeps_its_tenant(
+    queue_url: str, cloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex}"
+    queues = {**json.loads(cloud_env.get("CELERY_QUEUE_URLS") or "{}"), QUEUE: queue_url}
+    env = {**cloud_env, "CELERY_QUEUE_URLS": json.dumps(queues)}
+    env["CELERY_LAMBDA_TENANT_HEADER"] = "tenant"
+    args = ["-Q", QUEUE, "--pool=solo", "--hostname", f"fair-{tenant}@%h"]
+
+    with celery_worker("tests.apps.probe", args, env, tmp_path / "worker.log") as log:
+        probe.record.apply_async(
+            ("m", 1), queue=QUEUE, headers={"tenant": tenant}, countdown=1200, DelaySeconds=0
+        )
+        deadline = time.monotonic() + 30
+        while counts(queue_url) != (0, 0, 1) and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+        assert counts(queue_url) == (0, 0, 1), log.read_text()[-3000:]
+    assert _delayed_in_group(tenant) == 1
