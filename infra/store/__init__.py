@@ -1,7 +1,8 @@
 """The result store: DynamoDB (and S3 for what does not fit an item), in Celery's format.
 
 The item layout (:mod:`~infra.store.items`), the result backend (:mod:`~infra.store.results`)
-and its requests (:mod:`~infra.store.result_requests`), a batch's outcomes written together
+and its requests (:mod:`~infra.store.result_requests`), chord counting and joins
+(:mod:`~infra.store.chords`), a batch's outcomes written together
 (:mod:`~infra.store.result_batch`), claims and revocation markers (:mod:`~infra.store.claims`,
 :mod:`~infra.store.claim_requests`, :mod:`~infra.store.revoke`), the rate-limit turns
 (:mod:`~infra.store.ratelimit`) and the state of a task its consumer does not register
@@ -11,6 +12,7 @@ May import: :mod:`infra.core`, :mod:`infra.wire`.
 """
 
 __all__ = [
+    "chords",
     "claim_requests",
     "claims",
     "items",

@@ -22,8 +22,8 @@ What differs from the stock backend, and why:
 - status, task name, queue, ids, retries, consumer and dates are top-level attributes, indexed by
   the template (:data:`infra.store.items.INDEX_BY_STATUS` and friends);
 - ``mget`` (``get_many``, ``GroupResult.get``, chord joins) is one BatchGetItem per 100 keys;
-  a native join waits for the members of nested groups within its own timeout (Celery's waits
-  for them with none, which can wedge a worker inside a chord join);
+- a chord is counted against its header's real size, recorded when it is applied, and its join
+  waits for nested groups within its own timeout (:mod:`infra.store.chords`);
 - an encoded meta too large for an item goes to the results bucket; the item's ``result`` then
   holds a small meta with the same status whose value is a pointer (what a stock reader sees),
   which this backend follows transparently;
@@ -51,6 +51,7 @@ from infra.core import aws
 from infra.core.errors import ConfigurationError, StoreError, is_condition_failure, store_errors
 from infra.core.limits import DYNAMODB_MAX_ITEM_BYTES
 from infra.core.settings import Settings
+from infra.store.chords import iter_nested, recorded_size, size_read, size_write, sized_request
 from infra.store.items import NOT_REGISTERED, RESULT_BATCH_KEY, task_key
 from infra.store.result_batch import ResultBatch
 from infra.store.result_requests import (
@@ -79,17 +80,6 @@ def _text(value: str | bytes) -> str:
 
 def _bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
-
-
-def _leaf_ids(results: Sequence[Any]) -> set[str]:
-    """The task ids at the leaves of nested result sets."""
-    ids: set[str] = set()
-    for result in results:
-        if isinstance(result, ResultSet):
-            ids |= _leaf_ids(result.results)
-        else:
-            ids.add(result.id)
-    return ids
 
 
 def _split_s3_uri(uri: str) -> tuple[str, str]:
@@ -307,6 +297,35 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
             count: int = super().incr(key)
         return count
 
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        """Record the header's real size on the chord's counter (:mod:`infra.store.chords`).
+
+        Raises:
+            StoreError: DynamoDB refused the write (other than its condition) or was unreachable.
+        """
+        key = str(self.get_key_for_chord(group_id))
+        with store_errors(f"recording the size of chord {group_id}"):
+            try:
+                self.client.update_item(**size_write(self.table_name, key, chord_size))
+            except ClientError as exc:
+                if not is_condition_failure(exc):  # failed: not a chord's id (a nested group)
+                    raise
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        """Celery's chord counting, against the size :meth:`set_chord_size` recorded.
+
+        Raises:
+            StoreError: the recorded size could not be read.
+        """
+        group_id, chord = getattr(request, "group", None), getattr(request, "chord", None)
+        if group_id and isinstance(chord, Mapping):
+            key = str(self.get_key_for_chord(group_id))
+            with store_errors(f"reading the size of chord {group_id}"):
+                size = recorded_size(self.client.get_item(**size_read(self.table_name, key)))
+            if size is not None:
+                request = sized_request(request, size)
+        super().on_chord_part_return(request, state, result, **kwargs)
+
     # -------------------------------------------------------------- reads
 
     def wait_for(self, task_id: str, timeout: float | None = None, **options: Any) -> Any:
@@ -351,41 +370,22 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         on_message: Callable[[Any], None] | None = None,
         on_interval: Callable[[], None] | None = None,
     ) -> Iterator[tuple[str, Any]]:
-        """Celery's native join iterator, with nested groups waited for under ``timeout`` too.
-
-        Celery's version yields a nested group at once, and ``ResultSet.join_native`` then calls
-        ``get()`` on each of its members with no timeout. In a chord join that fired early
-        (Celery counts a header ending in a group short), the only pool process then waits for
-        ever on a member queued behind it in the same worker, and the worker completes nothing
-        again. Here every leaf of the tree is fetched in one bounded ``get_many`` loop first
-        (``result_chord_join_timeout`` in a chord) and handed to the nested members, whose
-        ``get()`` then returns at once.
+        """Celery's native join iterator, nested groups waited for under ``timeout`` too
+        (:func:`infra.store.chords.iter_nested`).
 
         Raises:
             celery.exceptions.TimeoutError: a leaf was not ready within ``timeout``.
         """
         self._ensure_not_eager()
-        members = result.results
-        direct = {r.id for r in members if not isinstance(r, ResultSet)}
-        nested = [r for r in members if isinstance(r, ResultSet)]
-        ready: dict[str, Any] = {}
-        for task_id, meta in self.get_many(
-            direct | _leaf_ids(nested),
+        yield from iter_nested(
+            self.get_many,
+            result.results,
             timeout=timeout,
             interval=interval,
             no_ack=no_ack,
             on_message=on_message,
             on_interval=on_interval,
-        ):
-            if task_id in direct:
-                yield task_id, meta
-            else:
-                ready[task_id] = meta
-        for group_result in nested:
-            for member in group_result.results:
-                if member.id in ready and not isinstance(member, ResultSet):
-                    member._maybe_set_cache(ready[member.id])  # its get() reads no item again
-            yield group_result.id, group_result.results
+        )
 
     def decode_result(self, payload: Any) -> dict[str, Any]:
         """Decode a stored meta, fetching the full one from S3 when the item holds a pointer."""

@@ -9,6 +9,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -25,6 +26,7 @@ __all__ = [
     "WORKER_QUEUE",
     "app",
     "configure",
+    "joined",
     "record",
 ]
 
@@ -70,3 +72,10 @@ def record(marker: str, seconds: float = 0.0) -> str:
     probe.record_call(marker)
     time.sleep(seconds)
     return marker
+
+
+@app.task(name="guarantees.joined", shared=False)
+def joined(results: list[Any], marker: str) -> list[Any]:
+    """A chord body: count one call under ``marker``, and return the header's results as joined."""
+    probe.record_call(marker)
+    return results

@@ -1,5 +1,5 @@
-"""Delivery guarantees (see :mod:`tests.integration.guarantees`): a chord join that fires early
-never wedges a worker, and is bounded on the Lambda path."""
+"""Delivery guarantees (see :mod:`tests.integration.guarantees`): a chord whose header holds a
+nested group joins once, with every part, on a worker and on the Lambda path (issue 17)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from celery import chain, group, states
 
 from tests.apps import probe
-from tests.integration.guarantees.app import QUEUE, WORKER_QUEUE, record
+from tests.integration.guarantees.app import QUEUE, WORKER_QUEUE, joined, record
 from tests.integration.guarantees.support import SETTLE, Queues, drained, marker, state, wait_for
 from tests.invoke import invoke
 from tests.sqs_helpers import receive
@@ -23,35 +23,41 @@ pytestmark = [
 ]
 
 
-def nested_group_chain(queue: str) -> tuple[Any, list[str]]:
+def nested_group_chain(queue: str) -> tuple[Any, list[str], list[Any]]:
     """Celery's ``test_canvas::test_nested_group_chain`` on ``queue``: a chord whose header ends
-    in a group, which Celery 5.7 counts as 2 parts though 3 tasks report to it, so its join
-    fires while the last header task still waits in the queue. Its last result and markers."""
+    in a group, two results in the header's GroupResult but three tasks reporting to it. Celery
+    5.7's key-value count fires its join after two of them. Its last result, the markers (the
+    body's last) and the results the body must get."""
     markers = [marker() for _ in range(6)]
-    a, b, c, d, e, f = (record.si(m).set(queue=queue) for m in markers)
-    return chain(a, group(b, chain(c, group(d, e))), f).apply_async(), markers
+    a, b, c, d, e = (record.si(m).set(queue=queue) for m in markers[:5])
+    body = joined.s(markers[5]).set(queue=queue)
+    expected = [markers[1], [markers[3], markers[4]]]
+    return chain(a, group(b, chain(c, group(d, e))), body).apply_async(), markers, expected
 
 
-def test_an_early_chord_join_never_wedges_a_worker(queues: Queues, worker: Path) -> None:
-    """The worker's one process used to wait in that join for ever (issue 17)."""
-    last, markers = nested_group_chain(WORKER_QUEUE)
+def test_a_nested_chord_joins_once_with_every_part_on_a_worker(
+    queues: Queues, worker: Path
+) -> None:
+    """Joined early, the worker's one process also used to wait in that join for ever."""
+    last, markers, expected = nested_group_chain(WORKER_QUEUE)
     after = record.si(marker()).set(queue=WORKER_QUEUE).apply_async()
 
     wait_for(lambda: state(after.id) == states.SUCCESS, "the worker to run the next task")
     wait_for(lambda: state(last.id) in states.READY_STATES, "the chord to end")
-    # The early join ends the chord before the header's last task may have run: wait for it.
-    wait_for(lambda: all(probe.calls(m) for m in markers[:5]), "every header task to run")
-    assert [probe.calls(m) for m in markers[:5]] == [1] * 5
+    assert last.get(timeout=1) == expected
+    assert [probe.calls(m) for m in markers] == [1] * 6
 
 
-def test_an_early_chord_join_is_bounded_on_the_lambda_path(queues: Queues) -> None:
+def test_a_nested_chord_joins_once_with_every_part_on_the_lambda_path(queues: Queues) -> None:
+    """One record an invocation: an early join would wait in ``d``'s invocation for ``e``, still
+    queued, and fail the chord when its join timeout ends."""
     url = queues.source.queue_url
-    last, markers = nested_group_chain(QUEUE)
+    last, markers, expected = nested_group_chain(QUEUE)
     started = time.monotonic()
     while state(last.id) not in states.READY_STATES:
         assert time.monotonic() - started < SETTLE, "the chord never ended"
         assert invoke(queues.source, receive(url, 1, within=SETTLE)) == []
 
-    assert invoke(queues.source, receive(url, 1)) == []  # the header's third task, late
-    assert [probe.calls(m) for m in markers[:5]] == [1] * 5
+    assert last.get(timeout=1) == expected
+    assert [probe.calls(m) for m in markers] == [1] * 6
     assert drained(queues, url)
