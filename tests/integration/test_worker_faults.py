@@ -15,11 +15,10 @@ import pytest
 from celery import group
 
 from devtools.cloud.deploy import Deployment
-from devtools.cloud.session import point_app_at
 from devtools.soak.proxy import FaultPlan, FaultProxy
-from infra.core import aws
 from tests.apps import probe
-from tests.sqs_helpers import TestQueue, predefine, queue_with_dlq
+from tests.integration.probe_queue import probe_test_queue
+from tests.sqs_helpers import TestQueue
 from tests.workers import celery_worker, outcome_lines
 
 pytestmark = pytest.mark.integration
@@ -29,14 +28,8 @@ TASKS = 20
 
 @pytest.fixture
 def queue(cloud: Deployment, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, TestQueue]]:
-    name = f"faults-{uuid.uuid4().hex[:8]}"
-    created = queue_with_dlq(name, attributes={"VisibilityTimeout": "10"})
-    point_app_at(probe.app, cloud)
-    predefine(probe.app, {name: created.url})
-    monkeypatch.setenv("CELERY_QUEUE_URLS", json.dumps({name: created.url}))
-    yield name, created
-    for url in (created.url, created.dlq_url):
-        aws.client("sqs").delete_queue(QueueUrl=url)
+    with probe_test_queue(cloud, monkeypatch, "faults", visibility=10) as created:
+        yield created
 
 
 def test_a_worker_rides_out_throttled_and_failing_receives(

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools.cloud.deploy import Deployment
-from devtools.cloud.session import point_app_at
-from infra.core import aws
 from infra.store.items import NOT_REGISTERED
 from tests.apps import probe
 from tests.functional.store.support import item
-from tests.sqs_helpers import TestQueue, predefine, queue_with_dlq
+from tests.integration.probe_queue import probe_test_queue
+from tests.sqs_helpers import TestQueue
 from tests.workers import celery_worker
 
 pytestmark = pytest.mark.integration
@@ -34,14 +32,8 @@ UNKNOWN_LINE = b"Received unregistered task of type 'no.such.task'"
 @pytest.fixture
 def queue(cloud: Deployment, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, TestQueue]]:
     """A queue of this test's own, whose messages come back 2 s after a worker rejects them."""
-    name = f"unknown-{uuid.uuid4().hex[:8]}"
-    created = queue_with_dlq(name, attributes={"VisibilityTimeout": "2"})
-    point_app_at(probe.app, cloud)
-    predefine(probe.app, {name: created.url})
-    monkeypatch.setenv("CELERY_QUEUE_URLS", json.dumps({name: created.url}))
-    yield name, created
-    for url in (created.url, created.dlq_url):
-        aws.client("sqs").delete_queue(QueueUrl=url)
+    with probe_test_queue(cloud, monkeypatch, "unknown", visibility=2) as created:
+        yield created
 
 
 def wait_for(check: Callable[[], bool], log: Path, seconds: float = 60) -> None:
