@@ -171,7 +171,7 @@ def start_lambda(
     queues: Sequence[str] | None = None,
     deployment: Deployment | None = None,
     failed_visibility: int | None = 1,
-    batching_window: int | None = None,
+    batching_window: int | None = 0,
     perform_ping_check: bool = True,
     ping_task_timeout: float = 30.0,
     wait_seconds: int = 1,
@@ -182,9 +182,10 @@ def start_lambda(
     ``queues`` are the Celery queues polled (default: the app's default queue), each as the
     template's event source on it. A record the handler reports failed is visible again after
     ``failed_visibility`` seconds (None: the queue's visibility timeout, as on AWS).
-    ``batching_window`` replaces the template's ``MaximumBatchingWindowInSeconds`` (each batch
-    waits that long for more records: a chain pays it at every step). Stopping
-    takes up to ``wait_seconds`` plus the batch in progress.
+    ``batching_window`` replaces the template's ``MaximumBatchingWindowInSeconds``: 0 by default,
+    so an invocation starts as soon as a record is there, as a worker does (with the template's
+    window, None, each batch waits that long for more records and a chain pays it at every
+    step). Stopping takes up to ``wait_seconds`` plus the batch in progress.
 
     Raises:
         ConfigurationError: a queue has no URL, another app is being served, the ping failed.

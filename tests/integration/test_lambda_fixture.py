@@ -97,13 +97,22 @@ def test_a_signal_receiver_in_the_test_process_sees_the_task(deployment: Deploym
 
 
 def test_results_of_a_canvas_come_back(deployment: Deployment) -> None:
-    with start_lambda(app, deployment=deployment, batching_window=0) as worker:
-        assert [source.batching_window for source in worker.sources] == [0]
+    with start_lambda(app, deployment=deployment) as worker:
+        assert [source.batching_window for source in worker.sources] == [0]  # no wait per step
         total = chain(add.s(1, 2), add.s(3)).delay()
         parts = group(add.s(i, i) for i in range(4)).delay()
         assert total.get(timeout=60) == 6
         assert parts.get(timeout=60) == [0, 2, 4, 6]
     assert worker.stats.records >= 7  # the ping, the chain's two, the group's four
+
+
+def test_none_keeps_the_templates_batching_window(deployment: Deployment) -> None:
+    [wired] = [s for s in deployment.event_sources if s.queue_url.endswith("-celery")]
+    assert wired.batching_window > 0  # the template's, so keeping it is visible
+    with start_lambda(
+        app, deployment=deployment, batching_window=None, perform_ping_check=False
+    ) as worker:
+        assert [source.batching_window for source in worker.sources] == [wired.batching_window]
 
 
 def test_stopping_is_clean(deployment: Deployment) -> None:
