@@ -10,6 +10,7 @@ results. :class:`infra.store.results.DynamoDBBackend` sends them; the item layou
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -33,12 +34,16 @@ __all__ = [
     "batch_get",
     "batch_get_request",
     "is_unconditional",
+    "large_result_key",
     "large_result_meta",
     "put_item",
     "queryable_attributes",
+    "split_s3_uri",
     "update_request",
 ]
 
+LARGE_RESULT_PREFIX: Final = "results/"
+"""Where large results go in the results bucket: ``results/<task id>/<write>``."""
 POINTER_KEY: Final = "__celery_lambda_s3__"
 """Marks a meta whose full version is an S3 object: ``{"bucket": ..., "key": ...}``."""
 RELEASING_STATES: Final = TERMINAL_STATES | {states.RETRY}
@@ -167,6 +172,17 @@ def _protected_from(state: str) -> frozenset[str]:
     if state == states.REVOKED:
         return frozenset({states.SUCCESS, states.FAILURE})
     return frozenset()
+
+
+def large_result_key(task_id: str) -> str:
+    """A fresh key per write: a write that loses never clobbers the object the item uses."""
+    return f"{LARGE_RESULT_PREFIX}{task_id}/{uuid.uuid4().hex}"
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as ``(bucket, key)``."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
 
 
 def large_result_meta(meta: Mapping[str, Any], bucket: str, key: str) -> dict[str, Any]:

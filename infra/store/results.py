@@ -22,8 +22,9 @@ What differs from the stock backend, and why:
 - status, task name, queue, ids, retries, consumer and dates are top-level attributes, indexed by
   the template (:data:`infra.store.items.INDEX_BY_STATUS` and friends);
 - ``mget`` (``get_many``, ``GroupResult.get``, chord joins) is one BatchGetItem per 100 keys;
-- a chord is counted against its header's real size, recorded when it is applied, and its join
-  waits for nested groups within its own timeout (:mod:`infra.store.chords`);
+- a chord is counted against its header's real size, recorded when it is applied, one request a
+  part; its join waits for nested groups within its own timeout; a failed chain step fails the
+  groups after it too (:mod:`infra.store.canvas_backend`);
 - an encoded meta too large for an item goes to the results bucket; the item's ``result`` then
   holds a small meta with the same status whose value is a pointer (what a stock reader sees),
   which this backend follows transparently;
@@ -37,21 +38,19 @@ from __future__ import annotations
 import logging
 import socket
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
-from celery.backends.dynamodb import DynamoDBBackend as _StockDynamoDBBackend
+from celery import states
 from celery.exceptions import NotRegistered
 from celery.exceptions import TimeoutError as WaitTimeout
-from celery.result import ResultSet
 
 from infra.core import aws
 from infra.core.errors import ConfigurationError, StoreError, is_condition_failure, store_errors
 from infra.core.limits import DYNAMODB_MAX_ITEM_BYTES
 from infra.core.settings import Settings
-from infra.store.chords import iter_nested, recorded_size, size_read, size_write, sized_request
+from infra.store.canvas_backend import CanvasBackend
 from infra.store.items import NOT_REGISTERED, RESULT_BATCH_KEY, task_key
 from infra.store.result_batch import ResultBatch
 from infra.store.result_requests import (
@@ -59,19 +58,20 @@ from infra.store.result_requests import (
     ResultWrite,
     batch_get,
     is_unconditional,
+    large_result_key,
     large_result_meta,
     queryable_attributes,
+    split_s3_uri,
     update_request,
 )
 from infra.store.unregistered import recordable_id, unregistered_info, unregistered_write
 
-__all__ = ["LARGE_RESULT_BYTES", "LARGE_RESULT_PREFIX", "DynamoDBBackend"]
+__all__ = ["LARGE_RESULT_BYTES", "DynamoDBBackend"]
 
 log = logging.getLogger(__name__)
 
 LARGE_RESULT_BYTES: Final = DYNAMODB_MAX_ITEM_BYTES - 50 * 1024
 """Encoded metas longer than this go to S3: the rest of the item (key, names, ids) needs room."""
-LARGE_RESULT_PREFIX: Final = "results/"
 
 
 def _text(value: str | bytes) -> str:
@@ -82,15 +82,10 @@ def _bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-def _split_s3_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
 # ---------------------------------------------------------------- the backend
 
 
-class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
+class DynamoDBBackend(CanvasBackend):
     """Celery's DynamoDB backend with conditional, queryable, batched writes and large results."""
 
     #: ``GroupResult.get()`` and chord joins go through ``get_many`` (BatchGetItem).
@@ -211,7 +206,7 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         payload = _bytes(self.encode(meta))
         result_object = None
         if len(payload) > LARGE_RESULT_BYTES:
-            bucket, key = self.settings.results_bucket, self._large_result_key(task_id)
+            bucket, key = self.settings.results_bucket, large_result_key(task_id)
             with store_errors(f"storing the large result of {task_id} in s3://{bucket}/{key}"):
                 self.s3.put_object(Bucket=bucket, Key=key, Body=payload)
             result_object = f"s3://{bucket}/{key}"
@@ -244,10 +239,6 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
             return None
         return None if getattr(request, "chord", None) else batch
 
-    def _large_result_key(self, task_id: str) -> str:
-        """A fresh key per write: a write that loses never clobbers the object the item uses."""
-        return f"{LARGE_RESULT_PREFIX}{task_id}/{uuid.uuid4().hex}"
-
     def write(self, write: ResultWrite) -> None:
         """Record ``write`` now, with its own UpdateItem.
 
@@ -268,7 +259,7 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
     def _drop_object(self, uri: str | None) -> None:
         """Delete an S3 object no item refers to; best effort, the bucket's lifecycle is the net."""
         if uri:
-            bucket, key = _split_s3_uri(uri)
+            bucket, key = split_s3_uri(uri)
             try:
                 self.s3.delete_object(Bucket=bucket, Key=key)
             except (ClientError, BotoCoreError):
@@ -287,62 +278,33 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
             ).get("Attributes", {})
         uri = old.get("result_object", {}).get("S")
         if uri:
-            bucket, key = _split_s3_uri(uri)
+            bucket, key = split_s3_uri(uri)
             with store_errors(f"deleting the large result {uri}"):
                 self.s3.delete_object(Bucket=bucket, Key=key)
-
-    def incr(self, key: str | bytes) -> int:
-        """Atomically increase a chord counter."""
-        with store_errors(f"incrementing {_text(key)}"):
-            count: int = super().incr(key)
-        return count
-
-    def set_chord_size(self, group_id: str, chord_size: int) -> None:
-        """Record the header's real size on the chord's counter (:mod:`infra.store.chords`).
-
-        Raises:
-            StoreError: DynamoDB refused the write (other than its condition) or was unreachable.
-        """
-        key = str(self.get_key_for_chord(group_id))
-        with store_errors(f"recording the size of chord {group_id}"):
-            try:
-                self.client.update_item(**size_write(self.table_name, key, chord_size))
-            except ClientError as exc:
-                if not is_condition_failure(exc):  # failed: not a chord's id (a nested group)
-                    raise
-
-    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
-        """Celery's chord counting, against the size :meth:`set_chord_size` recorded.
-
-        Raises:
-            StoreError: the recorded size could not be read.
-        """
-        group_id, chord = getattr(request, "group", None), getattr(request, "chord", None)
-        if group_id and isinstance(chord, Mapping):
-            key = str(self.get_key_for_chord(group_id))
-            with store_errors(f"reading the size of chord {group_id}"):
-                size = recorded_size(self.client.get_item(**size_read(self.table_name, key)))
-            if size is not None:
-                request = sized_request(request, size)
-        super().on_chord_part_return(request, state, result, **kwargs)
 
     # -------------------------------------------------------------- reads
 
     def wait_for(self, task_id: str, timeout: float | None = None, **options: Any) -> Any:
         """Celery's wait, whose timeout on a NOT_REGISTERED task says why the task never ran
-        (not at once: a redrive after a deploy still runs it).
+        (not at once: a redrive after a deploy still runs it), and whose failure gives way to a
+        failed parent's, as ``get()`` checks parents before it waits: a chord body failed with
+        ``ChordError`` raises its header's exception however the polls fell.
 
         Raises:
             celery.exceptions.TimeoutError: not ready within ``timeout``.
+            Exception: a parent's failure (``get(follow_parents=True)``'s ``on_interval``).
         """
         try:
-            return super().wait_for(task_id, timeout=timeout, **options)
+            meta = super().wait_for(task_id, timeout=timeout, **options)
         except WaitTimeout as exc:
             meta = self.get_task_meta(task_id)
             result = meta.get("result")
             if meta.get("status") != NOT_REGISTERED or not isinstance(result, Mapping):
                 raise
             raise WaitTimeout(f"{exc} {result.get('exc_message')}") from exc
+        if meta.get("status") in states.PROPAGATE_STATES and options.get("on_interval"):
+            options["on_interval"]()
+        return meta
 
     def get(self, key: str | bytes) -> bytes | None:
         """The ``result`` of an item; None when the item or its result does not exist."""
@@ -360,32 +322,6 @@ class DynamoDBBackend(_StockDynamoDBBackend):  # type: ignore[misc]
         names = [str(key) for key in keys]
         found = batch_get(self.client, self.table_name, names, sleep=self.sleep)
         return [found.get(name) for name in names]
-
-    def iter_native(
-        self,
-        result: ResultSet,
-        timeout: float | None = None,
-        interval: float = 0.5,
-        no_ack: bool = True,
-        on_message: Callable[[Any], None] | None = None,
-        on_interval: Callable[[], None] | None = None,
-    ) -> Iterator[tuple[str, Any]]:
-        """Celery's native join iterator, nested groups waited for under ``timeout`` too
-        (:func:`infra.store.chords.iter_nested`).
-
-        Raises:
-            celery.exceptions.TimeoutError: a leaf was not ready within ``timeout``.
-        """
-        self._ensure_not_eager()
-        yield from iter_nested(
-            self.get_many,
-            result.results,
-            timeout=timeout,
-            interval=interval,
-            no_ack=no_ack,
-            on_message=on_message,
-            on_interval=on_interval,
-        )
 
     def decode_result(self, payload: Any) -> dict[str, Any]:
         """Decode a stored meta, fetching the full one from S3 when the item holds a pointer."""

@@ -83,3 +83,39 @@ def test_a_chord_without_a_recorded_size_is_counted_as_celery_counts_it(
 
     assert backend.get_task_meta(body["options"]["task_id"])["status"] == states.FAILURE
     assert _raw(str(backend.get_key_for_chord(group_id))) == {}
+
+
+def test_each_part_is_one_request_and_only_the_last_reads_the_header(
+    backend: DynamoDBBackend, results_app: Celery, calls: list[str]
+) -> None:
+    """Celery's own counting reads the whole header GroupResult for every part: n² ids for a
+    chord of n. Here a part is one UpdateItem that counts it and returns the recorded size."""
+    members = [new_id() for _ in range(5)]
+    group_id, body = _apply(
+        backend, results_app, [AsyncResult(m, app=results_app) for m in members]
+    )
+    backend.set_chord_size(group_id, len(members))
+    for task_id in members:
+        store(backend, task_id, states.SUCCESS, 1)
+    body_id = body["options"]["task_id"]
+
+    per_part = []
+    for task_id in members:
+        calls.clear()
+        backend.on_chord_part_return(
+            Context({"id": task_id, "group": group_id, "chord": body}), states.SUCCESS, 1
+        )
+        per_part.append(list(calls))
+
+    assert per_part[:-1] == [["dynamodb:UpdateItem"]] * (len(members) - 1)
+    # The last: its count, Celery's read of the header, the join, the header's and counter's
+    # deletion; the body goes to the broker.
+    assert per_part[-1] == [
+        "dynamodb:UpdateItem",
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:DeleteItem",
+    ]
+    assert _raw(str(backend.get_key_for_chord(group_id))) == {}
+    assert backend.get_task_meta(body_id)["status"] == states.PENDING  # sent, not failed

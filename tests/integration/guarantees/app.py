@@ -79,3 +79,10 @@ def joined(results: list[Any], marker: str) -> list[Any]:
     """A chord body: count one call under ``marker``, and return the header's results as joined."""
     probe.record_call(marker)
     return results
+
+
+@app.task(name="guarantees.refused", shared=False)
+def refused(marker: str) -> None:
+    """A step that fails: count one call under ``marker``, then raise ``ValueError(marker)``."""
+    probe.record_call(marker)
+    raise ValueError(marker)

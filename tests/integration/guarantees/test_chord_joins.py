@@ -1,5 +1,7 @@
 """Delivery guarantees (see :mod:`tests.integration.guarantees`): a chord whose header holds a
-nested group joins once, with every part, on a worker and on the Lambda path (issue 17)."""
+nested group joins once, with every part, and a chain ending in a group after a failed step
+fails that group's members instead of leaving them waiting, on a worker and on the Lambda path
+(issue 17)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from celery import chain, group, states
 
 from tests.apps import probe
-from tests.integration.guarantees.app import QUEUE, WORKER_QUEUE, joined, record
+from tests.integration.guarantees.app import QUEUE, WORKER_QUEUE, joined, record, refused
 from tests.integration.guarantees.support import SETTLE, Queues, drained, marker, state, wait_for
 from tests.invoke import invoke
 from tests.sqs_helpers import receive
@@ -60,4 +62,42 @@ def test_a_nested_chord_joins_once_with_every_part_on_the_lambda_path(queues: Qu
 
     assert last.get(timeout=1) == expected
     assert [probe.calls(m) for m in markers] == [1] * 6
+    assert drained(queues, url)
+
+
+def failed_chain_into_group(queue: str) -> tuple[Any, list[str]]:
+    """Celery's ``test_chord::test_error_propagates_from_chord`` on ``queue``:
+    ``a | refused | group(b, c | d)``; its GroupResult and the markers. Celery alone stores the
+    failure under the group's id only, so the GroupResult's ``get()`` waits for ever (Celery
+    issue #6437)."""
+    markers = [marker() for _ in range(5)]
+    a, b, c, d = (record.si(m).set(queue=queue) for m in (markers[0], *markers[2:]))
+    failing = refused.si(markers[1]).set(queue=queue)
+    return chain(a, failing, group(b, chain(c, d))).apply_async(), markers
+
+
+def assert_failed_without_running(result: Any, markers: list[str]) -> None:
+    with pytest.raises(ValueError, match=markers[1]):
+        result.get(timeout=5)
+    assert [probe.calls(m) for m in markers] == [1, 1, 0, 0, 0]
+    members = [result.results[0].id, result.results[1].id, result.results[1].parent.id]
+    assert [state(task_id) for task_id in members] == [states.FAILURE] * 3
+
+
+def test_a_failed_step_fails_the_group_after_it_on_a_worker(queues: Queues, worker: Path) -> None:
+    result, markers = failed_chain_into_group(WORKER_QUEUE)
+
+    wait_for(lambda: result.ready(), "the group's members to get the failure")
+    assert_failed_without_running(result, markers)
+
+
+def test_a_failed_step_fails_the_group_after_it_on_the_lambda_path(queues: Queues) -> None:
+    url = queues.source.queue_url
+    result, markers = failed_chain_into_group(QUEUE)
+    started = time.monotonic()
+    while not result.ready():
+        assert time.monotonic() - started < SETTLE, "the group's members never got a state"
+        assert invoke(queues.source, receive(url, 1, within=SETTLE)) == []
+
+    assert_failed_without_running(result, markers)
     assert drained(queues, url)
