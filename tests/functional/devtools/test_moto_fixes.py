@@ -1,5 +1,6 @@
-"""The emulator's speed fix (``devtools.cloud.moto_fixes``): one backup per table per transaction,
-and moto's answers unchanged -- a cancelled transaction still leaves the table as it was."""
+"""The emulator's speed fixes (``devtools.cloud.moto_fixes``): a transaction backs up the items it
+names, not whole tables, and a receive does not count the queue for each message; moto's answers
+unchanged -- a cancelled transaction still leaves the table as it was, retention still holds."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models.table import Table
+from moto.sqs.models import Queue, sqs_backends
 
 from devtools.cloud import moto_fixes
 
@@ -56,9 +59,7 @@ def absent(key: str) -> dict[str, Any]:
     }
 
 
-def test_a_transaction_backs_each_table_up_once(
-    table: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_transaction_copies_no_table(table: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     deepcopy = copy.deepcopy
     tables_copied: list[str] = []
 
@@ -71,18 +72,22 @@ def test_a_transaction_backs_each_table_up_once(
 
     table.transact_write_items(TransactItems=[update(f"k{i}") for i in range(10)])
 
-    assert tables_copied == ["t"]
+    assert tables_copied == []
     assert table.get_item(TableName="t", Key={"id": {"S": "k9"}})["Item"]["n"] == {"N": "2"}
 
 
 def test_a_cancelled_transaction_still_changes_nothing(table: Any) -> None:
+    table.put_item(TableName="t", Item={"id": {"S": "kept"}, "n": {"N": "7"}})
     with pytest.raises(table.exceptions.TransactionCanceledException) as cancelled:
-        table.transact_write_items(TransactItems=[update("new"), update("other"), absent("done")])
+        table.transact_write_items(
+            TransactItems=[update("new"), update("kept"), update("other"), absent("done")]
+        )
 
     reasons = [r["Code"] for r in cancelled.value.response["CancellationReasons"]]
-    assert reasons == ["None", "None", "ConditionalCheckFailed"]
+    assert reasons == ["None", "None", "None", "ConditionalCheckFailed"]
     assert "Item" not in table.get_item(TableName="t", Key={"id": {"S": "new"}})
     assert "Item" not in table.get_item(TableName="t", Key={"id": {"S": "other"}})
+    assert table.get_item(TableName="t", Key={"id": {"S": "kept"}})["Item"]["n"] == {"N": "7"}
     # Outside a transaction moto's other copies are made as before.
     assert table.update_item(
         TableName="t",
@@ -91,3 +96,57 @@ def test_a_cancelled_transaction_still_changes_nothing(table: Any) -> None:
         ExpressionAttributeValues={":n": {"N": "3"}},
         ReturnValues="ALL_OLD",
     )["Attributes"]["n"] == {"N": "1"}
+
+
+def test_a_transaction_naming_a_key_twice_changes_nothing(table: Any) -> None:
+    with pytest.raises(table.exceptions.ClientError, match="ValidationException"):
+        table.transact_write_items(TransactItems=[update("done"), update("new"), update("done")])
+
+    assert table.get_item(TableName="t", Key={"id": {"S": "done"}})["Item"]["n"] == {"N": "1"}
+    assert "Item" not in table.get_item(TableName="t", Key={"id": {"S": "new"}})
+
+
+@pytest.fixture
+def sqs() -> Iterator[tuple[Any, str]]:
+    moto_fixes.install()
+    with mock_aws():
+        client = boto3.client(
+            "sqs", region_name="us-east-1", endpoint_url="https://sqs.us-east-1.amazonaws.com"
+        )
+        url = client.create_queue(QueueName="q", Attributes={"MessageRetentionPeriod": "60"})[
+            "QueueUrl"
+        ]
+        yield client, url
+
+
+def test_a_receive_does_not_count_the_queue_per_message(
+    sqs: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, url = sqs
+    for i in range(20):
+        client.send_message(QueueUrl=url, MessageBody=str(i))
+    counted = []
+    counting = Queue.approximate_number_of_messages
+
+    def count(queue: Queue) -> int:
+        counted.append(queue.name)
+        return int(counting.fget(queue))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Queue, "approximate_number_of_messages", property(count))
+
+    received = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+
+    assert len(received) == 10
+    assert counted == []
+
+
+def test_retention_still_holds(sqs: tuple[Any, str]) -> None:
+    client, url = sqs
+    client.send_message(QueueUrl=url, MessageBody="old")
+    client.send_message(QueueUrl=url, MessageBody="new")
+    [old, _] = sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_queue("q")._messages
+    old.sent_timestamp -= 61_000  # sent 61 s ago: past the queue's 60-s retention
+
+    received = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+
+    assert received == []  # moto stops at the first message past retention, as before
