@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
+from typing import Final
 
 import pytest
 
@@ -18,13 +19,19 @@ from devtools.cloud.localstack import LocalStack
 from devtools.cloud.session import deployment_with_credentials, local_cloud, point_app_at
 from infra.core.settings import Settings
 
+FIRST: Final = "test_celery_suite.py"
+"""The longest test (Celery's suite on both paths, ~10 min): collected first, so pytest-xdist
+starts it at once and the other processes run the rest beside it."""
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs LocalStack (``make test-fast`` leaves them out: LocalStack is
-    installed on first use, and the quick loop installs nothing beyond ``.venv``)."""
+    installed on first use, and the quick loop installs nothing beyond ``.venv``); put
+    :data:`FIRST` first."""
     for item in items:
         if {"localstack", "localstack_cloud"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.localstack)
+    items.sort(key=lambda item: item.path.name != FIRST)  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
