@@ -235,11 +235,23 @@ def unsettled(published: dict[str, Published], side: Side) -> list[str]:
     return [name for name, p in published.items() if not p.done(side)]
 
 
+def steady_counts(queues: Queues, *, every: float = 1.0, within: float = 30.0) -> Counts:
+    """The queue's counts once three reads ``every`` seconds apart agree: a worker deletes a
+    message after storing its result (late ack, batched deletes), so the last deletes of a phase
+    can trail its last result, the more on a loaded machine."""
+    reads = [counts(queues)]
+    deadline = time.monotonic() + within
+    while (len(reads) < 3 or len(set(reads[-3:])) > 1) and time.monotonic() < deadline:
+        time.sleep(every)
+        reads.append(counts(queues))
+    return reads[-1]
+
+
 def phase(published: dict[str, Published], side: Side, started: float, **extra: Any) -> Phase:
     return Phase(
         outcomes={name: p.observe(side) for name, p in published.items()},
         unsettled=unsettled(published, side),
-        counts=counts(side.queues),
+        counts=steady_counts(side.queues),
         seconds=time.monotonic() - started,
         **extra,
     )
