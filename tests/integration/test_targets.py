@@ -13,7 +13,7 @@ handler invoked here, through the event-source emulator or as it would invoke it
 
 Where the targets differ from AWS in a way that matters, the test says so: moto's
 TransactWriteItems is not isolated (two simultaneous claims of one task id can both succeed, and a
-cancelled transaction restores a copy of the whole table), so the concurrency proofs are expected
+cancelled transaction puts back what it had changed), so the concurrency proofs are expected
 to fail there and must pass on DynamoDB Local, whose transactions behave as DynamoDB's.
 """
 
@@ -71,8 +71,8 @@ MAX_RECEIVE_COUNT = 2
 COUNTDOWN = 3
 CONTENDERS = 8
 MOTO_TRANSACTIONS = (
-    "moto's TransactWriteItems is not isolated: simultaneous claims can both succeed and a "
-    "cancelled transaction restores a copy of the table (README, Delivery guarantees)"
+    "moto's TransactWriteItems is not isolated: simultaneous claims can both succeed "
+    "(README, Delivery guarantees)"
 )
 
 
