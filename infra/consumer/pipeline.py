@@ -61,6 +61,7 @@ from infra.store.claim_requests import (
     ClaimRequest,
     Step,
     action_for,
+    stamp_ids,
 )
 from infra.store.ratelimit import interval_of
 from infra.wire.offload import PayloadMissing
@@ -108,7 +109,7 @@ def record_log_keys(record: Mapping[str, Any]) -> Iterator[None]:
 
 
 def _claim_request(message: TaskMessage) -> ClaimRequest:
-    return ClaimRequest(message.task_id, root_id=message.root_id, group_id=message.group)
+    return ClaimRequest(message.task_id, message.root_id, message.group, stamp_ids(message.stamps))
 
 
 def _owner(context: Any) -> str:

@@ -16,6 +16,8 @@ both consumers (the Lambda pipeline and the worker's ``ClaimingTask``) act on.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -47,7 +49,12 @@ __all__ = [
     "refusal",
     "REVOKED_AT",
     "revoked_update",
+    "stamp_ids",
 ]
+
+
+_STAMP_TEXT_LIMIT: Final = 512
+"""Longer stamp values are named by their digest (a key holds 2 KB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +64,33 @@ class ClaimRequest:
     task_id: str
     root_id: str | None = None
     group_id: str | None = None
+    stamps: tuple[str, ...] = ()
+    """Marker ids of its stamps (:func:`stamp_ids`): ``revoke_by_stamped_headers`` revokes it."""
 
     def markers(self) -> tuple[str, ...]:
-        """Ids whose revocation markers are checked: its workflow root and its group.
+        """Ids whose revocation markers are checked: its workflow root, its group, its stamps.
 
         The task's own revocation is on its item (:data:`REVOKED_AT`), checked by the claim's
         condition itself.
         """
-        ids = (self.root_id, self.group_id)
+        ids = (self.root_id, self.group_id, *self.stamps)
         return tuple(dict.fromkeys(i for i in ids if i and i != self.task_id))
+
+
+def stamp_ids(stamps: Mapping[str, Any]) -> tuple[str, ...]:
+    """The marker id of each stamp value (a list stamp: each of its values), as
+    ``revoke_by_stamped_headers`` names them: ``stamp:<header>=<value as JSON>``. Only JSON
+    values can be matched (a task message carries nothing else); a long one by its digest."""
+    ids = []
+    for header, value in stamps.items():
+        for one in value if isinstance(value, (list, tuple)) else [value]:
+            if one is None:
+                continue
+            text = json.dumps(one, sort_keys=True, separators=(",", ":"), default=str)
+            if len(text) > _STAMP_TEXT_LIMIT:
+                text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+            ids.append(f"stamp:{header}={text}")
+    return tuple(dict.fromkeys(ids))
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,6 +110,16 @@ class TaskMessage:
         return _optional_str(self.headers, "group")
 
     @property
+    def stamps(self) -> dict[str, Any]:
+        """The stamps of its ``stamped_headers``, as Celery's worker ``Request.stamps`` reads them.
+        Malformed ones are none (they serve only to match ``revoke_by_stamped_headers``; the
+        tracer gets the headers as they are)."""
+        names, stamps = self.headers.get("stamped_headers"), self.headers.get("stamps")
+        if not isinstance(names, list) or not isinstance(stamps, dict):
+            return {}
+        return {n: stamps.get(n) for n in names if isinstance(n, str)}
+
+    @property
     def timelimit(self) -> tuple[float | None, float | None]:
         """``(hard, soft)`` time limits in seconds as Celery sends them; None means not set."""
         value = self.headers.get("timelimit")

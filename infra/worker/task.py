@@ -24,7 +24,13 @@ from infra.core.config import QUEUE_VISIBILITY_TIMEOUT
 from infra.core.errors import StoreError
 from infra.core.queues import is_fifo_queue
 from infra.core.settings import current
-from infra.store.claim_requests import UNRELEASED_STATES, ClaimRequest, Step, action_for
+from infra.store.claim_requests import (
+    UNRELEASED_STATES,
+    ClaimRequest,
+    Step,
+    action_for,
+    stamp_ids,
+)
 from infra.store.claims import store_for_app
 from infra.store.items import CLAIMED_BY_CONSUMER
 from infra.store.ratelimit import MAX_SLEEP_SECONDS, interval_of, limiter_for
@@ -50,7 +56,10 @@ class ClaimingTask(celery.Task):  # type: ignore[misc]
         store = store_for_app(self.app) if current().claims else None
         if store is None:
             return
-        claim = ClaimRequest(task_id, root_id=request.root_id, group_id=request.group)
+        stamps = {h: (request.stamps or {}).get(h) for h in request.stamped_headers or ()}
+        claim = ClaimRequest(
+            task_id, root_id=request.root_id, group_id=request.group, stamps=stamp_ids(stamps)
+        )
         owner = f"worker:{request.hostname}:{os.getpid()}"
         outcome = store.claim([claim], owner, time.time() + self._lease_seconds())[task_id]
         action = action_for(outcome)

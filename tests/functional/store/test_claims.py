@@ -26,7 +26,7 @@ from devtools.cloud.deploy import Deployment
 from infra.core import aws
 from infra.core.errors import StoreError
 from infra.core.limits import DYNAMODB_MAX_TRANSACT_ITEMS
-from infra.store.claim_requests import Claimed, ClaimRequest, Held, Revoked, Terminal
+from infra.store.claim_requests import Claimed, ClaimRequest, Held, Revoked, Terminal, stamp_ids
 from infra.store.claims import BatchClaims, ClaimStore, store_for_app
 from infra.store.items import KIND_REVOCATION, revocation_key, task_key
 from infra.store.revoke import revoke
@@ -410,3 +410,30 @@ def test_control_revoke_of_many_ids_records_each(cloud: Deployment) -> None:
 
     for id_ in ids:
         assert_marker(id_, ttl_seconds=app.conf.result_expires)
+
+
+def test_revoke_by_stamped_headers_revokes_tasks_with_a_revoked_stamp(cloud: Deployment) -> None:
+    """``AsyncResult.revoke_by_stamped_headers`` (through ``app.control``): one marker a value,
+    matched as Celery's worker matches its ``revoked_stamps`` -- any value of a list stamp."""
+    target, other = uuid.uuid4().hex, uuid.uuid4().hex
+    AsyncResult(new_id(), app=app).revoke_by_stamped_headers({"monitoring_id": [target, 42]})
+    store = store_for_app(app)
+    assert store is not None
+    lease = time.time() + 10
+
+    def claimed(**stamps: Any) -> Any:
+        request = ClaimRequest(new_id(), stamps=stamp_ids(stamps))
+        return claim_one(store, request, "lambda:a", lease)
+
+    assert claimed(monitoring_id=target) == Revoked(by=f'stamp:monitoring_id="{target}"')
+    assert claimed(monitoring_id=[other, 42]) == Revoked(by="stamp:monitoring_id=42")
+    assert claimed(monitoring_id=other) == Claimed()
+    assert claimed(tenant=target) == Claimed()  # another header with the same value
+    assert_marker(f'stamp:monitoring_id="{target}"', ttl_seconds=app.conf.result_expires)
+
+
+def test_celerys_list_form_of_stamped_headers(cloud: Deployment) -> None:
+    value = uuid.uuid4().hex
+    app.control.revoke_by_stamped_headers([f"monitoring_id={value}"], terminate=True)
+
+    assert_marker(f'stamp:monitoring_id="{value}"', ttl_seconds=app.conf.result_expires)

@@ -1,15 +1,19 @@
 """Delivery guarantees (see :mod:`tests.integration.guarantees`): a revoked task, a chain
-whose root was revoked and a revoked group do not run, on the Lambda path and on a worker."""
+whose root was revoked, a revoked group and tasks revoked by their stamps do not run, on the
+Lambda path and on a worker."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import chain, group, states
+from celery.canvas import StampingVisitor
+from celery.exceptions import TaskRevokedError
 
-from infra.store.revoke import revoke
+from infra.store.revoke import revoke, revoke_stamps
 from tests.apps import probe
 from tests.integration.guarantees.app import WORKER_QUEUE, app, record
 from tests.integration.guarantees.support import (
@@ -114,3 +118,55 @@ def test_revoking_a_group_on_a_worker(queues: Queues, worker: Path) -> None:
 
     assert [probe.calls(m) for m in members] == [0, 0]
     wait_for(lambda: drained(queues, queues.worker_url), "the worker queue to drain")
+
+
+class Monitoring(StampingVisitor):
+    """Celery's stamping: every signature of the canvas gets ``monitoring_id``."""
+
+    def __init__(self, monitoring_id: str) -> None:
+        self.monitoring_id = monitoring_id
+
+    def on_signature(self, sig: Any, **headers: Any) -> dict[str, Any]:
+        return {"monitoring_id": self.monitoring_id}
+
+
+def stamped(done: str, monitoring_id: str, queue: str | None = None) -> Any:
+    signature = record.si(done)
+    if queue:
+        signature = signature.set(queue=queue)
+    signature.stamp(visitor=Monitoring(monitoring_id))
+    return signature
+
+
+def test_revoked_by_stamped_headers_on_the_lambda_path(queues: Queues) -> None:
+    """Celery's ``test_revoked_by_headers_simple_canvas``, without a worker's memory: the
+    revocation is a marker every consumer checks, the other stamps run."""
+    url = queues.source.queue_url
+    target, other = uuid.uuid4().hex, uuid.uuid4().hex
+    revoked, kept = marker(), marker()
+    signatures = stamped(revoked, target), stamped(kept, other)
+    revoke_stamps(app, {"monitoring_id": [target]})
+    results = [s.apply_async() for s in signatures]
+
+    assert invoke(queues.source, receive(url, 2)) == []
+
+    with pytest.raises(TaskRevokedError):
+        results[0].get(timeout=5)
+    assert results[1].get(timeout=5) == kept
+    assert [probe.calls(m) for m in (revoked, kept)] == [0, 1]
+    assert drained(queues, url)
+
+
+def test_revoked_by_stamped_headers_on_a_worker(queues: Queues, worker: Path) -> None:
+    target = uuid.uuid4().hex
+    revoked, kept = marker(), marker()
+    revoke_stamps(app, [f"monitoring_id={target}"])  # Celery's list form
+    results = [
+        stamped(revoked, target, WORKER_QUEUE).apply_async(),
+        stamped(kept, uuid.uuid4().hex, WORKER_QUEUE).apply_async(),
+    ]
+
+    with pytest.raises(TaskRevokedError):
+        results[0].get(timeout=60)
+    assert results[1].get(timeout=60) == kept
+    assert [probe.calls(m) for m in (revoked, kept)] == [0, 1]

@@ -8,6 +8,7 @@ Garbage and bounds are in ``test_protocol_garbage.py``, property tests in
 from __future__ import annotations
 
 import base64
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -257,3 +258,23 @@ def test_json_message_is_refused_when_json_is_not_accepted() -> None:
 def test_an_invalid_accept_is_a_configuration_error(accept: Any) -> None:
     with pytest.raises(ConfigurationError):
         decode(plain_body(), message_id="m-1", accept=accept)
+
+
+def test_stamps_are_those_of_the_stamped_headers_as_celerys_request_reads_them() -> None:
+    body = publish(
+        (1, 2), stamped_headers=["monitoring_id", "tags"], monitoring_id="m-1", tags=["a", "b"]
+    )
+
+    message = decode(body, message_id="m-1")
+
+    assert message.stamps == {"monitoring_id": "m-1", "tags": ["a", "b"]}
+    assert decode(publish((1, 2)), message_id="m-2").stamps == {}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"stamped_headers": "monitoring_id", "stamps": {}}, {"stamped_headers": ["x"], "stamps": 4}],
+)
+def test_malformed_stamps_are_none(headers: dict[str, Any]) -> None:
+    message = decode(publish((1, 2)), message_id="m-1")
+    assert dataclasses.replace(message, headers={**message.headers, **headers}).stamps == {}
