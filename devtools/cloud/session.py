@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -168,10 +170,33 @@ def local_cloud(
         return
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
-    with Emulator(port=port) as emulator:
+    with _sigterm_unwinds(), Emulator(port=port) as emulator:
         os.environ["AWS_ENDPOINT_URL"] = emulator.endpoint_url
         aws.clear_clients()
         yield deployment_with_credentials(deploy(stack_name=stack_name))
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM as ``SystemExit`` while the emulator runs, so that the ``with`` blocks above stop
+    what they started: killed by ``timeout`` or ``kill``, ``lambda bench`` or ``soak`` would
+    otherwise leave the emulator and its consumers running. Only in the main thread, and only
+    over the default handler (a command that handles SIGTERM itself keeps its own)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def exit_on_sigterm(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def local_settings(target: str = DEFAULT_TARGET) -> Settings:
