@@ -9,31 +9,38 @@ tasks answered each request more slowly than the one before, and per-task figure
   of the transaction. A claim of ten tasks copied the results table ten to twenty times (0.8 s on
   a table of 2,000 items). Here the items the transaction names are backed up instead (a
   transaction writes nothing else), and a cancelled one puts exactly those back.
-- ``ReceiveMessage`` checks every message it returns against the queue's retention period by
-  asking for the queue's attributes, which counts every message in the queue (visible, delayed,
-  in flight) for each one: a receive of ten from a queue of n messages walked it 30 times. Here
-  the check reads the retention period alone, as moto's own attribute code would return it.
+- A queue's attributes (``Queue.attributes``) are built whole wherever moto reads one of them,
+  and building them counts every message in the queue (visible, delayed, in flight):
+  ``ReceiveMessage`` did that for each message it returns (its retention check), ``SendMessage``
+  for each message it takes (``ContentBasedDeduplication``), ``GetQueueAttributes`` once per name
+  asked for. A publish of n messages into a queue walked it n times, a receive of ten 30 times.
+  Here the retention check reads the period alone, and ``attributes`` is a mapping with the same
+  keys whose values are worked out when read, as moto's property works them out.
 
-A py-spy profile of the moto server under Celery's 1,000-task chord showed the two at half its
-time. moto's other copies and scans are left alone.
+py-spy profiles of the moto server (Celery's 1,000-task chord; ``lambda bench --tasks 3000``)
+showed these at half its time or more. moto's other copies and scans are left alone.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from moto.core.utils import unix_time
+from moto.core.utils import camelcase_to_underscores, unix_time
 from moto.dynamodb import models
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
-from moto.sqs.models import SQSBackend
+from moto.sqs.models import Queue, SQSBackend
 
 __all__ = ["install"]
 
 _FIXED = "_celery_lambda_fixed"
+MOTO_QUEUE_ATTRIBUTES: Any = None
+"""moto's own ``Queue.attributes`` property, once :func:`install` replaced it (what tests compare
+the replacement with)."""
 
 
 class _CopyModule:
@@ -110,6 +117,44 @@ def _backing_up_items(shim: _CopyModule, method: Callable[..., Any]) -> Callable
     return transact_write_items
 
 
+class _LazyAttributes(Mapping[str, Any]):
+    """``Queue.attributes`` as moto builds it (same keys, same values, booleans as "true"/"false",
+    the redrive policy as JSON), each value worked out when it is read."""
+
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+        names = list(queue.BASE_ATTRIBUTES)
+        if queue.fifo_queue:
+            names += queue.FIFO_ATTRIBUTES
+        if queue.kms_master_key_id:
+            names += queue.KMS_ATTRIBUTES
+        if queue.policy:
+            names.append("Policy")
+        if queue.redrive_policy:
+            names.append("RedrivePolicy")
+        self._names = dict.fromkeys(names)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        if name == "Policy":
+            return self._queue.policy
+        if name == "RedrivePolicy" and self._queue.redrive_policy:
+            return json.dumps(self._queue.redrive_policy)
+        value = getattr(self._queue, camelcase_to_underscores(name))
+        return str(value).lower() if isinstance(value, bool) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _lazy_attributes(queue: Any) -> Mapping[str, Any]:
+    return _LazyAttributes(queue)
+
+
 def _retained(backend: SQSBackend, queue_name: str, message: Any) -> bool:
     """moto's ``is_message_valid_based_on_retention_period``, without counting the queue."""
     # Set from the queue's attributes by name (moto's _set_attributes), an int.
@@ -127,3 +172,6 @@ def install() -> None:
     models.copy = shim  # type: ignore[attr-defined,assignment]
     models.DynamoDBBackend.transact_write_items = _backing_up_items(shim, method)  # type: ignore[method-assign]
     SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign,assignment]
+    global MOTO_QUEUE_ATTRIBUTES
+    MOTO_QUEUE_ATTRIBUTES = Queue.__dict__["attributes"]
+    Queue.attributes = property(_lazy_attributes)  # type: ignore[assignment]

@@ -5,6 +5,7 @@ unchanged -- a cancelled transaction still leaves the table as it was, retention
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,6 +139,54 @@ def test_a_receive_does_not_count_the_queue_per_message(
 
     assert len(received) == 10
     assert counted == []
+
+
+def test_sending_and_reading_one_attribute_do_not_count_the_queue(
+    sqs: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, url = sqs
+    counted = []
+    counting = Queue.approximate_number_of_messages
+
+    def count(queue: Queue) -> int:
+        counted.append(queue.name)
+        return int(counting.fget(queue))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Queue, "approximate_number_of_messages", property(count))
+
+    client.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(10)]
+    )
+    client.send_message(QueueUrl=url, MessageBody="one more")
+    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    assert counted == []
+    depth = client.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    assert arn["QueueArn"].endswith(":q")
+    assert depth == {"ApproximateNumberOfMessages": "11"}  # the count itself still counts
+
+
+def test_queue_attributes_are_motos_own(sqs: tuple[Any, str]) -> None:
+    client, url = sqs
+    dlq = client.create_queue(QueueName="dlq")["QueueUrl"]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
+    redrive = {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": 3}
+    client.create_queue(
+        QueueName="redriven",
+        Attributes={"RedrivePolicy": json.dumps(redrive), "Policy": json.dumps({"Statement": []})},
+    )
+    client.create_queue(
+        QueueName="f.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    )
+    client.create_queue(QueueName="kms", Attributes={"KmsMasterKeyId": "alias/aws/sqs"})
+    client.send_message(QueueUrl=url, MessageBody="x")
+    client.send_message(QueueUrl=url, MessageBody="y", DelaySeconds=30)
+
+    backend = sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    for name in ("q", "dlq", "redriven", "f.fifo", "kms"):
+        queue = backend.get_queue(name)
+        assert dict(queue.attributes) == moto_fixes.MOTO_QUEUE_ATTRIBUTES.fget(queue), name
 
 
 def test_retention_still_holds(sqs: tuple[Any, str]) -> None:
