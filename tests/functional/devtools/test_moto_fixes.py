@@ -120,20 +120,26 @@ def sqs() -> Iterator[tuple[Any, str]]:
         yield client, url
 
 
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The queue names whose messages were counted (moto's ``approximate_number_of_messages``)."""
+    names: list[str] = []
+    counting = Queue.approximate_number_of_messages
+
+    def count(queue: Queue) -> int:
+        names.append(queue.name)
+        return int(counting.fget(queue))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Queue, "approximate_number_of_messages", property(count))
+    return names
+
+
 def test_a_receive_does_not_count_the_queue_per_message(
-    sqs: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+    sqs: tuple[Any, str], counted: list[str]
 ) -> None:
     client, url = sqs
     for i in range(20):
         client.send_message(QueueUrl=url, MessageBody=str(i))
-    counted = []
-    counting = Queue.approximate_number_of_messages
-
-    def count(queue: Queue) -> int:
-        counted.append(queue.name)
-        return int(counting.fget(queue))  # type: ignore[attr-defined]
-
-    monkeypatch.setattr(Queue, "approximate_number_of_messages", property(count))
 
     received = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
 
@@ -142,17 +148,9 @@ def test_a_receive_does_not_count_the_queue_per_message(
 
 
 def test_sending_and_reading_one_attribute_do_not_count_the_queue(
-    sqs: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+    sqs: tuple[Any, str], counted: list[str]
 ) -> None:
     client, url = sqs
-    counted = []
-    counting = Queue.approximate_number_of_messages
-
-    def count(queue: Queue) -> int:
-        counted.append(queue.name)
-        return int(counting.fget(queue))  # type: ignore[attr-defined]
-
-    monkeypatch.setattr(Queue, "approximate_number_of_messages", property(count))
 
     client.send_message_batch(
         QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(10)]
