@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -197,3 +198,23 @@ def test_retention_still_holds(sqs: tuple[Any, str]) -> None:
     received = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
 
     assert received == []  # moto stops at the first message past retention, as before
+
+
+def test_a_delete_takes_the_queue_lock_a_send_takes(sqs: tuple[Any, str]) -> None:
+    """moto's delete rebuilt the message list outside the lock: two at once put a deleted
+    message back (in flight, back after the visibility timeout), a send meanwhile was lost."""
+    client, url = sqs
+    client.send_message(QueueUrl=url, MessageBody="x")
+    [message] = client.receive_message(QueueUrl=url)["Messages"]
+    queue = sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_queue("q")
+    deleted = threading.Event()
+
+    def delete() -> None:
+        queue.delete_message(message["ReceiptHandle"])
+        deleted.set()
+
+    with queue._messages_lock:
+        threading.Thread(target=delete, daemon=True).start()
+        assert not deleted.wait(0.3)  # waits for the lock
+    assert deleted.wait(5)
+    assert queue._messages == []
