@@ -157,10 +157,6 @@ class _LazyAttributes(Mapping[str, Any]):
         return len(self._names)
 
 
-def _lazy_attributes(queue: Any) -> Mapping[str, Any]:
-    return _LazyAttributes(queue)
-
-
 def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
     def delete_message(queue: Any, receipt_handle: str) -> Any:
         with queue._messages_lock:  # the lock add_message appends under (a Condition: reentrant)
@@ -189,4 +185,4 @@ def install() -> None:
     Queue.delete_message = _locked(Queue.delete_message)  # type: ignore[method-assign]
     global MOTO_QUEUE_ATTRIBUTES
     MOTO_QUEUE_ATTRIBUTES = Queue.__dict__["attributes"]
-    Queue.attributes = property(_lazy_attributes)  # type: ignore[assignment]
+    Queue.attributes = property(_LazyAttributes)  # type: ignore[assignment]

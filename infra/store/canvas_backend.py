@@ -24,10 +24,6 @@ from infra.store.failed_chains import expand_groups
 __all__ = ["CanvasBackend"]
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class CanvasBackend(_StockDynamoDBBackend):  # type: ignore[misc]
     """Celery's DynamoDB backend with its chord counting, chord joins and chain failures ours."""
 
@@ -42,10 +38,11 @@ class CanvasBackend(_StockDynamoDBBackend):  # type: ignore[misc]
     def incr(self, key: str | bytes) -> int:
         """Atomically increase a chord counter; for the part :meth:`on_chord_part_return`
         counted in this thread, the count it made."""
-        made = self._counted.__dict__.pop(str(key), None)  # the item's id: str() of the key
+        item_id = str(key)  # Celery's DynamoDB backend keeps str() of the key as the item's id
+        made = self._counted.__dict__.pop(item_id, None)
         if made is not None:
             return int(made)
-        with store_errors(f"incrementing {_text(key)}"):
+        with store_errors(f"incrementing {item_id}"):
             count: int = super().incr(key)
         return count
 

@@ -178,14 +178,14 @@ class ClaimStore:
         Raises:
             StoreError: the markers could not be written.
         """
-        now = self.clock()
+        ids, now = list(ids), self.clock()
         ttl = int(now + self.ttl_seconds) if self.ttl_seconds else None
         for id_ in ids:
             with store_errors(f"recording the revocation of {id_}"):
                 self.client.update_item(
                     **revoked_update(self.table, id_, now, self.encode_pending(id_), ttl)
                 )
-            self._put_marker(id_, reason, now, ttl)
+        self.revoke_markers(ids, reason)
 
     def revoke_markers(self, ids: Iterable[str], reason: str = "revoked") -> None:
         """Record revocation markers only (stamp markers, :func:`stamp_ids`: no task has the id).
@@ -196,20 +196,17 @@ class ClaimStore:
         now = self.clock()
         ttl = int(now + self.ttl_seconds) if self.ttl_seconds else None
         for id_ in ids:
-            self._put_marker(id_, reason, now, ttl)
-
-    def _put_marker(self, id_: str, reason: str, now: float, ttl: int | None) -> None:
-        item: dict[str, Any] = {
-            "id": {"S": revocation_key(id_)},
-            "kind": {"S": KIND_REVOCATION},
-            "task_id": {"S": id_},
-            "timestamp": {"N": f"{now:.3f}"},
-            "reason": {"S": reason},
-        }
-        if ttl is not None:
-            item["ttl"] = {"N": str(ttl)}
-        with store_errors(f"recording the revocation of {id_}"):
-            self.client.put_item(TableName=self.table, Item=item)
+            item: dict[str, Any] = {
+                "id": {"S": revocation_key(id_)},
+                "kind": {"S": KIND_REVOCATION},
+                "task_id": {"S": id_},
+                "timestamp": {"N": f"{now:.3f}"},
+                "reason": {"S": reason},
+            }
+            if ttl is not None:
+                item["ttl"] = {"N": str(ttl)}
+            with store_errors(f"recording the revocation of {id_}"):
+                self.client.put_item(TableName=self.table, Item=item)
 
     def is_revoked(self, ids: Iterable[str]) -> str | None:
         """The first of ``ids`` with a revocation marker, if any (one BatchGetItem)."""

@@ -31,7 +31,7 @@ from infra.wire.envelope import (
 )
 from infra.wire.timing import aware, parse_time
 
-__all__ = ["TaskMessage", "decode"]
+__all__ = ["TaskMessage", "decode", "stamped"]
 
 _EMBED_KEYS: Final = ("callbacks", "errbacks", "chain", "chord")
 
@@ -46,6 +46,14 @@ _V1_HEADER_KEYS: Final = (
 _DERIVED: Final = (
     "queue", "eta", "expires", "retries", "root_id", "parent_id", "group", "timelimit",
 )  # fmt: skip
+
+
+def stamped(names: Any, stamps: Any) -> dict[str, Any]:
+    """The stamps of ``names`` (a message's ``stamped_headers``), as Celery's worker
+    ``Request.stamps`` selects them; none when either is malformed."""
+    if not isinstance(names, list) or not isinstance(stamps, dict):
+        return {}
+    return {n: stamps.get(n) for n in names if isinstance(n, str)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +122,7 @@ class TaskMessage:
         """The stamps of its ``stamped_headers``, as Celery's worker ``Request.stamps`` reads them.
         Malformed ones are none (they serve only to match ``revoke_by_stamped_headers``; the
         tracer gets the headers as they are)."""
-        names, stamps = self.headers.get("stamped_headers"), self.headers.get("stamps")
-        if not isinstance(names, list) or not isinstance(stamps, dict):
-            return {}
-        return {n: stamps.get(n) for n in names if isinstance(n, str)}
+        return stamped(self.headers.get("stamped_headers"), self.headers.get("stamps"))
 
     @property
     def timelimit(self) -> tuple[float | None, float | None]:

@@ -34,6 +34,7 @@ from infra.store.claim_requests import (
 from infra.store.claims import store_for_app
 from infra.store.items import CLAIMED_BY_CONSUMER
 from infra.store.ratelimit import MAX_SLEEP_SECONDS, interval_of, limiter_for
+from infra.wire.protocol import stamped
 
 __all__ = ["ClaimingTask"]
 
@@ -56,9 +57,9 @@ class ClaimingTask(celery.Task):  # type: ignore[misc]
         store = store_for_app(self.app) if current().claims else None
         if store is None:
             return
-        stamps = {h: (request.stamps or {}).get(h) for h in request.stamped_headers or ()}
+        stamps = stamp_ids(stamped(request.stamped_headers, request.stamps))
         claim = ClaimRequest(
-            task_id, root_id=request.root_id, group_id=request.group, stamps=stamp_ids(stamps)
+            task_id, root_id=request.root_id, group_id=request.group, stamps=stamps
         )
         owner = f"worker:{request.hostname}:{os.getpid()}"
         outcome = store.claim([claim], owner, time.time() + self._lease_seconds())[task_id]
